@@ -1,0 +1,358 @@
+//! The ring snapshot: partition owners, preference lists and the fallback walk.
+
+use std::collections::BTreeMap;
+
+use crate::assign::assign_owners;
+use crate::hash::{key_hash, partition_score};
+use crate::{NodeId, PartitionId, RingError, MAX_PARTITIONS};
+
+/// An immutable snapshot of partition ownership for one member set.
+///
+/// The coordinator keeps it behind an `Arc` and swaps it whole when membership changes, so
+/// a request sees one consistent ring from start to finish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ring {
+    /// Members, sorted by id and distinct.
+    members: Vec<NodeId>,
+    /// Owner of each partition, as an index into `members`; its length is the partition
+    /// count, a power of two.
+    owners: Vec<usize>,
+    /// `log2` of the partition count: how many top bits of a key hash pick its partition.
+    partition_bits: u32,
+    /// Members that own no partition, as indices into `members`. Empty unless there are more
+    /// members than partitions or the load cap squeezed a node out; the walk still has to
+    /// reach them.
+    unowned: Vec<usize>,
+}
+
+impl Ring {
+    /// Builds the ring of `members` over `partitions` partitions.
+    ///
+    /// Ownership depends on the member set only, never on the order it is given in.
+    /// `partitions` must be a power of two in `1..=65536`.
+    pub fn new(
+        members: impl IntoIterator<Item = NodeId>,
+        partitions: u32,
+    ) -> Result<Ring, RingError> {
+        if !partitions.is_power_of_two() || partitions > MAX_PARTITIONS {
+            return Err(RingError::InvalidPartitionCount(partitions));
+        }
+        let mut members: Vec<NodeId> = members.into_iter().collect();
+        if members.is_empty() {
+            return Err(RingError::NoMembers);
+        }
+        members.sort_unstable();
+        if let Some(pair) = members.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(RingError::DuplicateMember(pair[0].clone()));
+        }
+
+        let owners = assign_owners(&members, partitions);
+        let mut owns_any = vec![false; members.len()];
+        for &owner in &owners {
+            owns_any[owner] = true;
+        }
+        let unowned = (0..members.len()).filter(|&i| !owns_any[i]).collect();
+        Ok(Ring {
+            members,
+            owners,
+            partition_bits: partitions.trailing_zeros(),
+            unowned,
+        })
+    }
+
+    /// Returns the number of partitions, a power of two.
+    pub fn partition_count(&self) -> u32 {
+        1 << self.partition_bits
+    }
+
+    /// Returns every partition, in ring (clockwise) order.
+    pub fn partitions(&self) -> impl Iterator<Item = PartitionId> {
+        (0..self.partition_count()).map(PartitionId)
+    }
+
+    /// Returns the members, sorted by id.
+    pub fn members(&self) -> &[NodeId] {
+        &self.members
+    }
+
+    /// Returns the partition a key hash falls in: its top `log2(partitions)` bits.
+    ///
+    /// Top bits rather than a modulus keep each partition a contiguous range of the hash
+    /// space, so doubling the partition count splits every partition in two in place.
+    pub fn partition_of(&self, hash: u64) -> PartitionId {
+        // With a single partition the shift would be by 64, which `checked_shr` refuses;
+        // every hash then lands in partition 0.
+        let top = hash.checked_shr(64 - self.partition_bits).unwrap_or(0);
+        // Fits: `top < 2^partition_bits <= 65536`.
+        PartitionId(top as u32)
+    }
+
+    /// Returns the partition of a key in a bucket (see [`key_hash`]).
+    pub fn partition_for(&self, bucket: &[u8], key: &[u8]) -> PartitionId {
+        self.partition_of(key_hash(bucket, key))
+    }
+
+    /// Returns the primary owner of a partition.
+    ///
+    /// # Panics
+    ///
+    /// If `partition` is not below [`partition_count`](Self::partition_count): a partition
+    /// id from a ring of another size is a caller bug.
+    pub fn owner(&self, partition: PartitionId) -> &NodeId {
+        &self.members[self.owners[self.slot(partition)]]
+    }
+
+    /// Returns the preference list of a partition: the first `n` distinct nodes walking the
+    /// ring clockwise from it (its owner, then the owners of the next partitions, wrapping,
+    /// skipping nodes already chosen). Holds `min(n, members)` nodes.
+    ///
+    /// # Panics
+    ///
+    /// If `partition` is not below [`partition_count`](Self::partition_count).
+    pub fn preference_list_for(&self, partition: PartitionId, n: usize) -> Vec<NodeId> {
+        self.walk_indices(partition, n)
+            .into_iter()
+            .map(|i| self.members[i].clone())
+            .collect()
+    }
+
+    /// Returns the preference list of a key in a bucket: the `n` nodes that store it.
+    pub fn preference_list(&self, bucket: &[u8], key: &[u8], n: usize) -> Vec<NodeId> {
+        self.preference_list_for(self.partition_for(bucket, key), n)
+    }
+
+    /// Returns every member exactly once, in the order a sloppy quorum tries them.
+    ///
+    /// The walk is the clockwise walk of [`preference_list_for`](Self::preference_list_for),
+    /// so its first `n` entries are the preference list and the rest are the fallbacks, the
+    /// nearest first. Members that own no partition (only possible when the ring has about
+    /// as many members as partitions) come last, ordered by their score for this partition
+    /// so that different partitions fall back to different nodes.
+    ///
+    /// # Panics
+    ///
+    /// If `partition` is not below [`partition_count`](Self::partition_count).
+    pub fn walk(&self, partition: PartitionId) -> Vec<NodeId> {
+        self.preference_list_for(partition, self.members.len())
+    }
+
+    /// Returns how many partitions each member owns as primary owner; every member is
+    /// present, possibly with 0.
+    pub fn ownership(&self) -> BTreeMap<NodeId, u32> {
+        let mut counts = vec![0u32; self.members.len()];
+        for &owner in &self.owners {
+            counts[owner] += 1;
+        }
+        self.members.iter().cloned().zip(counts).collect()
+    }
+
+    /// Returns the index of `partition` into `owners`, checking it belongs to this ring.
+    fn slot(&self, partition: PartitionId) -> usize {
+        let count = self.partition_count();
+        assert!(
+            partition.0 < count,
+            "partition {partition} is outside a ring of {count} partitions"
+        );
+        partition.0 as usize
+    }
+
+    /// Returns the first `limit` members (as indices) of the clockwise walk from `partition`.
+    fn walk_indices(&self, partition: PartitionId, limit: usize) -> Vec<usize> {
+        let start = self.slot(partition);
+        let limit = limit.min(self.members.len());
+        let mut chosen = Vec::with_capacity(limit);
+        if limit == 0 {
+            return chosen;
+        }
+        let mut seen = vec![false; self.members.len()];
+        let mask = self.owners.len() - 1;
+        for step in 0..self.owners.len() {
+            let owner = self.owners[(start + step) & mask];
+            if !seen[owner] {
+                seen[owner] = true;
+                chosen.push(owner);
+                if chosen.len() == limit {
+                    return chosen;
+                }
+            }
+        }
+        // A full turn has reached every owning member; only the unowned ones are left.
+        let mut rest: Vec<(u64, usize)> = self
+            .unowned
+            .iter()
+            .map(|&i| (partition_score(partition.0, &self.members[i]), i))
+            .collect();
+        rest.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        chosen.extend(rest.into_iter().map(|(_, i)| i).take(limit - chosen.len()));
+        chosen
+    }
+}
+
+#[cfg(test)]
+// Panicking on an unexpected `Err` is how a unit test fails.
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::DEFAULT_PARTITIONS;
+
+    fn ids(names: &[&str]) -> Vec<NodeId> {
+        names.iter().copied().map(NodeId::from).collect()
+    }
+
+    fn ring(names: &[&str], partitions: u32) -> Ring {
+        Ring::new(ids(names), partitions).unwrap()
+    }
+
+    #[test]
+    fn rejects_partition_counts_that_are_not_powers_of_two_up_to_65536() {
+        for bad in [0, 3, 12, 255, 65_535, 65_537, 1 << 17, u32::MAX] {
+            assert_eq!(
+                Ring::new(ids(&["a"]), bad),
+                Err(RingError::InvalidPartitionCount(bad)),
+            );
+        }
+        for good in [1, 2, 64, DEFAULT_PARTITIONS, MAX_PARTITIONS] {
+            assert_eq!(ring(&["a"], good).partition_count(), good);
+        }
+    }
+
+    #[test]
+    fn rejects_an_empty_member_set() {
+        assert_eq!(Ring::new(ids(&[]), 256), Err(RingError::NoMembers));
+    }
+
+    #[test]
+    fn rejects_a_repeated_member() {
+        assert_eq!(
+            Ring::new(ids(&["b", "a", "c", "b"]), 256),
+            Err(RingError::DuplicateMember(NodeId::new("b"))),
+        );
+    }
+
+    #[test]
+    fn error_messages_name_the_problem() {
+        assert_eq!(
+            RingError::InvalidPartitionCount(3).to_string(),
+            "partition count 3 is not a power of two between 1 and 65536"
+        );
+        assert_eq!(
+            RingError::DuplicateMember(NodeId::new("n1")).to_string(),
+            "node id \"n1\" is listed more than once"
+        );
+    }
+
+    #[test]
+    fn members_are_sorted_and_ownership_ignores_input_order() {
+        let forward = ring(&["a", "b", "c", "d", "e"], 256);
+        let shuffled = ring(&["d", "b", "e", "a", "c"], 256);
+        assert_eq!(
+            forward.members(),
+            ids(&["a", "b", "c", "d", "e"]).as_slice()
+        );
+        assert_eq!(forward, shuffled);
+    }
+
+    #[test]
+    fn single_node_owns_everything_and_is_every_list() {
+        let ring = ring(&["solo"], 64);
+        let solo = NodeId::new("solo");
+        assert!(ring.partitions().all(|p| ring.owner(p) == &solo));
+        assert_eq!(ring.preference_list(b"b", b"k", 3), vec![solo.clone()]);
+        assert_eq!(ring.walk(PartitionId(17)), vec![solo.clone()]);
+        assert_eq!(ring.ownership(), BTreeMap::from([(solo, 64)]));
+    }
+
+    #[test]
+    fn preference_list_is_distinct_owner_first_and_min_n_members_long() {
+        let ring = ring(&["a", "b", "c", "d", "e"], 256);
+        for partition in ring.partitions() {
+            for n in 0..=7 {
+                let list = ring.preference_list_for(partition, n);
+                assert_eq!(list.len(), n.min(5));
+                if n > 0 {
+                    assert_eq!(&list[0], ring.owner(partition));
+                }
+                let mut distinct = list.clone();
+                distinct.sort();
+                distinct.dedup();
+                assert_eq!(distinct.len(), list.len());
+            }
+        }
+    }
+
+    #[test]
+    fn preference_list_follows_the_owners_clockwise() {
+        let ring = ring(&["a", "b", "c", "d", "e"], 256);
+        let last = PartitionId(255);
+        // Built by hand: owners of 255, 0, 1, ... (wrapping), first appearance kept.
+        let mut expected: Vec<NodeId> = Vec::new();
+        for p in std::iter::once(255).chain(0..255) {
+            let owner = ring.owner(PartitionId(p));
+            if !expected.contains(owner) {
+                expected.push(owner.clone());
+            }
+        }
+        assert_eq!(ring.preference_list_for(last, 3), expected[..3]);
+        assert_eq!(ring.walk(last), expected);
+    }
+
+    #[test]
+    fn walk_holds_every_member_once_and_starts_with_the_preference_list() {
+        let ring = ring(&["a", "b", "c", "d", "e", "f", "g"], 256);
+        for partition in ring.partitions() {
+            let walk = ring.walk(partition);
+            let mut sorted = walk.clone();
+            sorted.sort();
+            assert_eq!(sorted, ring.members());
+            assert_eq!(walk[..3], ring.preference_list_for(partition, 3));
+        }
+    }
+
+    #[test]
+    fn members_without_partitions_still_appear_in_walks_and_ownership() {
+        // Two partitions, five members: three own nothing.
+        let ring = ring(&["a", "b", "c", "d", "e"], 2);
+        let ownership = ring.ownership();
+        assert_eq!(ownership.len(), 5);
+        assert_eq!(ownership.values().sum::<u32>(), 2);
+        assert_eq!(ownership.values().filter(|&&c| c == 0).count(), 3);
+        for partition in ring.partitions() {
+            let walk = ring.walk(partition);
+            assert_eq!(walk.len(), 5);
+            assert_eq!(&walk[0], ring.owner(partition));
+            assert_eq!(ring.preference_list_for(partition, 3), walk[..3]);
+        }
+    }
+
+    #[test]
+    fn partition_is_the_top_bits_of_the_hash() {
+        let ring = ring(&["a"], 256);
+        assert_eq!(ring.partition_of(0), PartitionId(0));
+        assert_eq!(ring.partition_of(u64::MAX), PartitionId(255));
+        assert_eq!(ring.partition_of(0x0100_0000_0000_0000), PartitionId(1));
+        assert_eq!(ring.partition_of(0x00ff_ffff_ffff_ffff), PartitionId(0));
+        assert_eq!(ring.partition_of(0xab00_0000_0000_0001), PartitionId(0xab));
+
+        let whole = self::ring(&["a"], 1);
+        assert_eq!(whole.partition_of(u64::MAX), PartitionId(0));
+        let widest = self::ring(&["a"], MAX_PARTITIONS);
+        assert_eq!(widest.partition_of(u64::MAX), PartitionId(65_535));
+    }
+
+    #[test]
+    fn partition_for_hashes_bucket_and_key() {
+        let ring = ring(&["a", "b", "c"], 256);
+        let partition = ring.partition_for(b"users", b"alice");
+        assert_eq!(partition, ring.partition_of(key_hash(b"users", b"alice")));
+        assert_eq!(
+            ring.preference_list(b"users", b"alice", 2),
+            ring.preference_list_for(partition, 2)
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "outside a ring of 256 partitions")]
+    fn owner_of_a_foreign_partition_is_a_caller_bug() {
+        ring(&["a", "b"], 256).owner(PartitionId(256));
+    }
+}
