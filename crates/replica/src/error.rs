@@ -1,0 +1,103 @@
+//! The errors of the replica layer, one enum per question a caller asks.
+//!
+//! They are layered the way the crate is: [`VersionError`] says an algebra
+//! operation or a decoded object broke an invariant of the version model,
+//! [`CodecError`] says a stored record could not be turned back into an
+//! object (and wraps a [`VersionError`] when the bytes decoded but described an
+//! impossible object), and [`StoreError`] is what the store hands to the
+//! coordinator. The variants name meanings, not libraries: RocksDB's error is
+//! carried as text in [`StoreError::Db`], so no RocksDB type leaks above this
+//! crate.
+
+use crate::version::Dot;
+
+/// A violation of the version model, by an operation or by a decoded object.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum VersionError {
+    /// The replica's counter is at `u64::MAX`; minting another dot would wrap
+    /// and reuse a dot, so the update is refused and nothing is changed.
+    #[error("dot counter overflow: the replica cannot mint another dot")]
+    CounterOverflow,
+    /// The siblings are not in ascending dot order.
+    #[error("siblings are not sorted by dot")]
+    UnsortedSiblings,
+    /// Two siblings carry the same dot; a dot names exactly one write.
+    #[error("duplicate sibling dot {0}")]
+    DuplicateDot(Dot),
+    /// A sibling's dot is not covered by the object's clock, so the clock
+    /// does not summarise what the object holds.
+    #[error("sibling dot {0} is not covered by the object's clock")]
+    DotNotCovered(Dot),
+    /// A sibling's dot has counter 0; counters start at 1.
+    #[error("sibling dot {0} has counter 0")]
+    ZeroCounter(Dot),
+}
+
+/// Why a stored record could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The record is shorter than its header.
+    #[error("record truncated")]
+    Truncated,
+    /// The record's format version byte is not one this build can read.
+    #[error("unknown record format version {0}")]
+    UnknownVersion(u8),
+    /// The payload's CRC32 does not match the one stored in the header.
+    #[error("checksum mismatch: header says {expected:#010x}, payload hashes to {actual:#010x}")]
+    ChecksumMismatch {
+        /// The CRC32 stored in the record header.
+        expected: u32,
+        /// The CRC32 computed over the payload as read.
+        actual: u32,
+    },
+    /// The checksum matched but the payload is not a valid encoding.
+    #[error("malformed payload: {0}")]
+    Malformed(String),
+    /// The payload decoded but describes an object that breaks an invariant.
+    #[error("invalid object: {0}")]
+    Invalid(VersionError),
+}
+
+/// An error from the replica store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A stored record (or the store's own metadata) could not be decoded.
+    /// The store never writes over such a record: minting a dot over state it
+    /// cannot read could reuse a dot. Repair comes from other replicas.
+    #[error("corrupt record at {key}: {reason}")]
+    Corrupt {
+        /// Printable form of the record's location (`bucket/key`, escaped).
+        key: String,
+        /// What was wrong with the bytes.
+        reason: CodecError,
+    },
+    /// An object received from elsewhere breaks an invariant and was refused.
+    #[error("invalid incoming object: {0}")]
+    Invalid(VersionError),
+    /// An operation on a valid local object was refused (e.g. counter overflow).
+    #[error("version error: {0}")]
+    Version(VersionError),
+    /// A bucket name is longer than the 255 bytes its length prefix can say.
+    #[error("bucket name is {0} bytes; at most 255 are allowed")]
+    BucketTooLong(usize),
+    /// RocksDB reported an error; the text is RocksDB's.
+    #[error("storage engine error: {0}")]
+    Db(String),
+    /// A filesystem operation around the database failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl StoreError {
+    /// Whether this error reports a corrupt stored record, the case callers
+    /// answer by repairing from other replicas rather than by retrying.
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self, StoreError::Corrupt { .. })
+    }
+}
+
+impl From<rocksdb::Error> for StoreError {
+    fn from(err: rocksdb::Error) -> Self {
+        StoreError::Db(err.into_string())
+    }
+}

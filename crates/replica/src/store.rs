@@ -1,0 +1,514 @@
+//! The replica's RocksDB store: versioned objects by bucket and key, the
+//! node's small metadata, and (later) hinted-handoff records.
+//!
+//! The store owns the read-modify-write of a key. Coordinated writes and
+//! merges read the local object, apply the algebra of [`crate::object`], and
+//! write the result, under a per-key lock so that two writes to one key at
+//! one replica never interleave (an interleaving could mint the same dot
+//! twice or lose one side of a merge). The lock is a striped
+//! `std::sync::Mutex`: memory stays fixed however many keys there are, and
+//! two keys sharing a stripe merely wait for each other for the length of one
+//! read and one write.
+//!
+//! # Durability policy
+//! The write-ahead log is always on. A write is acknowledged once it is in
+//! the WAL, so killing the process (even with SIGKILL) loses nothing that was
+//! acknowledged: the operating system still holds the WAL pages. With
+//! [`SyncPolicy::Always`] every write also fsyncs the WAL before returning,
+//! so a power loss or kernel crash loses nothing either, at the cost of one
+//! fsync per write; RocksDB groups concurrent writers into one fsync, so the
+//! cost falls as concurrency rises. With [`SyncPolicy::None`] a power loss
+//! may lose the last writes the kernel had not yet flushed; other replicas
+//! still hold them and anti-entropy or read repair brings them back. The
+//! actor id is always written with fsync, whatever the policy: it must be
+//! durable before any dot is minted under it.
+//!
+//! # Corruption
+//! A record that fails its CRC or does not decode is reported as
+//! [`StoreError::Corrupt`], counted (see [`Store::corrupt_records`] and the
+//! `quorumkv_corrupt_records_total` metric) and logged. The store never
+//! writes over a record it cannot read: a coordinated write over unknown
+//! state could mint a dot that the lost state had already used, which is the
+//! lost-write bug that per-incarnation actors exist to prevent. The record
+//! is left for repair from other replicas.
+//!
+//! # Threads
+//! Every method blocks on RocksDB I/O. Callers on an async runtime run them
+//! on a blocking thread (e.g. `tokio::task::spawn_blocking`), never directly
+//! on a worker thread. The per-key lock is a plain mutex for the same reason:
+//! it is never held across an await.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompactionStyle,
+    DBCompressionType, Options, ReadOptions, WriteOptions, DB,
+};
+
+use crate::codec::{decode_record, encode_record};
+use crate::error::{CodecError, StoreError};
+use crate::object::{Value, VersionedObject};
+use crate::version::{ActorId, VersionVector};
+
+/// Column family of versioned objects.
+const CF_DATA: &str = "data";
+/// Column family of small named values.
+const CF_META: &str = "meta";
+/// Column family reserved for hinted handoff.
+const CF_HINTS: &str = "hints";
+
+/// Meta key of the actor id, in the store's own namespace.
+const META_ACTOR_ID: &[u8] = b"store/actor_id";
+/// Namespace of meta keys written through [`Store::put_meta`].
+const META_NODE_PREFIX: &[u8] = b"node/";
+
+/// Number of per-key lock stripes; a power of two well above the number of
+/// threads that can write at once, so unrelated keys rarely share a stripe.
+const KEY_LOCK_STRIPES: usize = 1024;
+
+/// Block cache for the data column family. Reads are point lookups of
+/// recently written keys, mostly served by the memtable and the OS page
+/// cache; this cache keeps index and hot data blocks decompressed.
+const DATA_BLOCK_CACHE_BYTES: usize = 32 << 20;
+
+/// Bloom filter density for the data column family: 10 bits per key gives
+/// about a 1% false-positive rate, so a lookup of an absent key (every first
+/// write of a key reads first) rarely touches an SST file.
+const DATA_BLOOM_BITS_PER_KEY: f64 = 10.0;
+
+/// When a write is reported durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SyncPolicy {
+    /// Acknowledge once the write is in the WAL (survives a process crash,
+    /// not necessarily a power loss).
+    #[default]
+    None,
+    /// Fsync the WAL before acknowledging each write (survives a power loss).
+    Always,
+}
+
+/// Options for opening a [`Store`].
+#[derive(Clone, Debug, Default)]
+pub struct StoreOptions {
+    /// Durability of each write; see the module's durability policy.
+    pub sync: SyncPolicy,
+}
+
+/// One RocksDB database per node.
+///
+/// Column families:
+/// - `data`: one record per key, as written by [`encode_record`]. Key layout:
+///   1. bucket length, `u8` (so a bucket is at most 255 bytes);
+///   2. bucket bytes;
+///   3. key bytes.
+///
+///   The length prefix makes the encoding unambiguous (bucket `a` with key
+///   `bc` differs from bucket `ab` with key `c`) and keeps each bucket's keys
+///   contiguous, so a bucket is one prefix scan.
+/// - `meta`: small named values. Key layout:
+///   1. namespace: `store/` for the store's own values, `node/` for names
+///      given to [`Store::put_meta`];
+///   2. the name's UTF-8 bytes.
+///
+///   The store's own values are `store/actor_id` (8 bytes, big-endian). The
+///   namespaces keep a node's names from ever overwriting the actor id.
+/// - `hints`: created empty; hinted handoff stores its records here.
+///
+/// `Store` is `Send + Sync`; share it behind an `Arc`.
+pub struct Store {
+    db: DB,
+    actor: ActorId,
+    write_options: WriteOptions,
+    /// Serialises read-modify-write per key. A std mutex because it guards
+    /// no data and is held only across one RocksDB read and one write on a
+    /// blocking thread.
+    key_locks: Box<[Mutex<()>]>,
+    corrupt_records: AtomicU64,
+}
+
+// The coordinator shares one store across threads; keep that a compile error
+// to break rather than a surprise downstream.
+const _: fn() = || {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Store>();
+};
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.db.path())
+            .field("actor", &self.actor)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens the store at `path`, creating the directory, the column
+    /// families and the actor id if they are missing.
+    ///
+    /// # Errors
+    /// [`StoreError::Io`] if the directory cannot be created,
+    /// [`StoreError::Db`] if RocksDB cannot open it, and
+    /// [`StoreError::Corrupt`] if the stored actor id is unreadable.
+    pub fn open(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(path)?;
+
+        let mut db_options = column_family_options();
+        db_options.create_if_missing(true);
+        db_options.create_missing_column_families(true);
+        // RocksDB's info log is for operators; a few files are plenty.
+        db_options.set_keep_log_file_num(4);
+
+        let column_families = [
+            ColumnFamilyDescriptor::new(CF_DATA, data_column_family_options()),
+            ColumnFamilyDescriptor::new(CF_META, column_family_options()),
+            ColumnFamilyDescriptor::new(CF_HINTS, column_family_options()),
+        ];
+        let db = DB::open_cf_descriptors(&db_options, path, column_families)?;
+        let actor = load_or_create_actor(&db)?;
+        tracing::info!(path = %path.display(), %actor, "replica store opened");
+
+        let mut write_options = WriteOptions::default();
+        write_options.set_sync(options.sync == SyncPolicy::Always);
+
+        Ok(Store {
+            db,
+            actor,
+            write_options,
+            key_locks: (0..KEY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            corrupt_records: AtomicU64::new(0),
+        })
+    }
+
+    /// Returns this database incarnation's actor id, the one that mints the
+    /// dots of writes coordinated here.
+    pub fn actor(&self) -> ActorId {
+        self.actor
+    }
+
+    /// Returns the object stored for `bucket`/`key`, or `None` if the key was
+    /// never written here.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] (counted and logged) if the record does not
+    /// decode; [`StoreError::BucketTooLong`]; [`StoreError::Db`].
+    pub fn get(&self, bucket: &[u8], key: &[u8]) -> Result<Option<VersionedObject>, StoreError> {
+        let data_key = data_key(bucket, key)?;
+        self.read_object(bucket, key, &data_key)
+    }
+
+    /// Under a per-key lock: reads the local object, applies
+    /// [`VersionedObject::update`] with this store's actor, the client's
+    /// `context` and `value`, and writes the result. Returns the new full
+    /// object (its newest sibling is the write just made).
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] if the local record is unreadable, and then
+    /// nothing is written: minting over an unreadable record could reuse a
+    /// dot. [`StoreError::Version`] if the counter would overflow.
+    /// [`StoreError::BucketTooLong`]; [`StoreError::Db`].
+    pub fn coordinate(
+        &self,
+        bucket: &[u8],
+        key: &[u8],
+        context: &VersionVector,
+        value: Value,
+    ) -> Result<VersionedObject, StoreError> {
+        let data_key = data_key(bucket, key)?;
+        let _guard = self.lock_key(&data_key);
+        let mut object = self
+            .read_object(bucket, key, &data_key)?
+            .unwrap_or_default();
+        object
+            .update(self.actor, context, value)
+            .map_err(StoreError::Version)?;
+        self.write_object(&data_key, &object)?;
+        Ok(object)
+    }
+
+    /// Under the per-key lock: reads the local object, merges `incoming`
+    /// into it, and writes the result if it changed. Returns the merged
+    /// object.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] if `incoming` breaks an object invariant
+    /// (checked before anything is read). [`StoreError::Corrupt`] if the
+    /// local record is unreadable, and then nothing is written.
+    /// [`StoreError::BucketTooLong`]; [`StoreError::Db`].
+    pub fn merge(
+        &self,
+        bucket: &[u8],
+        key: &[u8],
+        incoming: &VersionedObject,
+    ) -> Result<VersionedObject, StoreError> {
+        incoming.validate().map_err(StoreError::Invalid)?;
+        let data_key = data_key(bucket, key)?;
+        let _guard = self.lock_key(&data_key);
+        let local = self
+            .read_object(bucket, key, &data_key)?
+            .unwrap_or_default();
+        let mut merged = local.clone();
+        merged.merge(incoming);
+        // Skipping unchanged writes keeps read repair and anti-entropy of
+        // already-converged keys from turning into write load.
+        if merged != local {
+            self.write_object(&data_key, &merged)?;
+        }
+        Ok(merged)
+    }
+
+    /// Whether any record (live or tombstone) exists under `bucket`. A
+    /// prefix scan that stops at the first key.
+    ///
+    /// # Errors
+    /// [`StoreError::BucketTooLong`]; [`StoreError::Db`].
+    pub fn bucket_has_keys(&self, bucket: &[u8]) -> Result<bool, StoreError> {
+        let prefix = bucket_prefix(bucket)?;
+        let mut read_options = ReadOptions::default();
+        // The bound lets RocksDB stop at the bucket's end instead of walking
+        // into the next bucket.
+        if let Some(end) = prefix_successor(&prefix) {
+            read_options.set_iterate_upper_bound(end);
+        }
+        let mut iter = self.db.raw_iterator_cf_opt(self.cf(CF_DATA)?, read_options);
+        iter.seek(&prefix);
+        if iter.valid() {
+            return Ok(iter.key().is_some_and(|k| k.starts_with(&prefix)));
+        }
+        iter.status()?;
+        Ok(false)
+    }
+
+    /// Returns the value stored by [`Store::put_meta`] under `name`.
+    ///
+    /// # Errors
+    /// [`StoreError::Db`].
+    pub fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_META)?, meta_key(name))?)
+    }
+
+    /// Stores a small named value for the node, honouring the sync policy.
+    /// Names live in their own namespace and cannot touch the actor id.
+    ///
+    /// # Errors
+    /// [`StoreError::Db`].
+    pub fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.db.put_cf_opt(
+            self.cf(CF_META)?,
+            meta_key(name),
+            value,
+            &self.write_options,
+        )?;
+        Ok(())
+    }
+
+    /// Flushes memtables and the WAL, for a graceful shutdown: the next open
+    /// starts without WAL replay.
+    ///
+    /// # Errors
+    /// [`StoreError::Db`].
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_wal(true)?;
+        for name in [CF_DATA, CF_META, CF_HINTS] {
+            self.db.flush_cf(self.cf(name)?)?;
+        }
+        Ok(())
+    }
+
+    /// Returns the number of corrupt records detected since open.
+    pub fn corrupt_records(&self) -> u64 {
+        self.corrupt_records.load(Ordering::Relaxed)
+    }
+
+    /// Test and tool hook: returns the raw record bytes stored for
+    /// `bucket`/`key` in the data column family, without decoding them.
+    ///
+    /// # Errors
+    /// [`StoreError::BucketTooLong`]; [`StoreError::Db`].
+    pub fn raw_get(&self, bucket: &[u8], key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_DATA)?, data_key(bucket, key)?)?)
+    }
+
+    /// Test and tool hook: overwrites the raw record bytes of
+    /// `bucket`/`key`, bypassing the codec, the per-key lock and every
+    /// invariant (tests use it to plant corruption). Not for the data path.
+    ///
+    /// # Errors
+    /// [`StoreError::BucketTooLong`]; [`StoreError::Db`].
+    pub fn raw_put(&self, bucket: &[u8], key: &[u8], bytes: &[u8]) -> Result<(), StoreError> {
+        self.db.put_cf_opt(
+            self.cf(CF_DATA)?,
+            data_key(bucket, key)?,
+            bytes,
+            &self.write_options,
+        )?;
+        Ok(())
+    }
+
+    /// Returns a column family handle; they all exist once `open` succeeded.
+    fn cf(&self, name: &str) -> Result<&ColumnFamily, StoreError> {
+        column_family(&self.db, name)
+    }
+
+    /// Takes the lock stripe of a data key.
+    fn lock_key(&self, data_key: &[u8]) -> MutexGuard<'_, ()> {
+        let stripe = (xxhash_rust::xxh3::xxh3_64(data_key) % KEY_LOCK_STRIPES as u64) as usize;
+        // The mutex guards no data, so a panic while it was held left nothing
+        // half-updated in memory; RocksDB writes are atomic per key.
+        self.key_locks[stripe]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads and decodes one record, reporting corruption.
+    fn read_object(
+        &self,
+        bucket: &[u8],
+        key: &[u8],
+        data_key: &[u8],
+    ) -> Result<Option<VersionedObject>, StoreError> {
+        let Some(bytes) = self.db.get_pinned_cf(self.cf(CF_DATA)?, data_key)? else {
+            return Ok(None);
+        };
+        match decode_record(&bytes) {
+            Ok(object) => Ok(Some(object)),
+            Err(reason) => Err(self.corrupt(bucket, key, reason)),
+        }
+    }
+
+    /// Encodes and writes one record with the store's write options.
+    fn write_object(&self, data_key: &[u8], object: &VersionedObject) -> Result<(), StoreError> {
+        self.db.put_cf_opt(
+            self.cf(CF_DATA)?,
+            data_key,
+            encode_record(object),
+            &self.write_options,
+        )?;
+        Ok(())
+    }
+
+    /// Counts, reports and logs a corrupt record, and returns its error.
+    fn corrupt(&self, bucket: &[u8], key: &[u8], reason: CodecError) -> StoreError {
+        self.corrupt_records.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("quorumkv_corrupt_records_total").increment(1);
+        let key = display_key(bucket, key);
+        tracing::error!(%key, %reason, "corrupt record; it will not be overwritten locally");
+        StoreError::Corrupt { key, reason }
+    }
+}
+
+/// Options shared by every column family (and used as the DB options).
+fn column_family_options() -> Options {
+    let mut options = Options::default();
+    options.set_compression_type(DBCompressionType::Lz4);
+    options.set_compaction_style(DBCompactionStyle::Level);
+    options
+}
+
+/// Options of the data column family, tuned for point lookups.
+fn data_column_family_options() -> Options {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(&Cache::new_lru_cache(DATA_BLOCK_CACHE_BYTES));
+    // Full (not block-based) filters: one probe per SST file per lookup.
+    table.set_bloom_filter(DATA_BLOOM_BITS_PER_KEY, false);
+    let mut options = column_family_options();
+    options.set_block_based_table_factory(&table);
+    options
+}
+
+/// Returns a column family handle by name.
+fn column_family<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily, StoreError> {
+    db.cf_handle(name)
+        .ok_or_else(|| StoreError::Db(format!("column family {name:?} is missing")))
+}
+
+/// Reads the actor id, or mints and durably stores one for a new database.
+fn load_or_create_actor(db: &DB) -> Result<ActorId, StoreError> {
+    let meta = column_family(db, CF_META)?;
+    if let Some(bytes) = db.get_cf(meta, META_ACTOR_ID)? {
+        let bytes: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
+            let reason = CodecError::Malformed(format!("actor id is {} bytes, not 8", bytes.len()));
+            tracing::error!(%reason, "unreadable actor id");
+            StoreError::Corrupt {
+                key: "meta/store/actor_id".to_owned(),
+                reason,
+            }
+        })?;
+        return Ok(ActorId(u64::from_be_bytes(bytes)));
+    }
+    // A new incarnation. Random rather than derived from the node's name, so
+    // that a wiped and recreated node can never mint a dot it minted before.
+    let actor = ActorId(rand::random());
+    let mut durable = WriteOptions::default();
+    durable.set_sync(true);
+    db.put_cf_opt(meta, META_ACTOR_ID, actor.0.to_be_bytes(), &durable)?;
+    tracing::info!(%actor, "new actor id minted for a new database");
+    Ok(actor)
+}
+
+/// Returns the data-CF prefix of a bucket: its length byte and its bytes.
+fn bucket_prefix(bucket: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let len = u8::try_from(bucket.len()).map_err(|_| StoreError::BucketTooLong(bucket.len()))?;
+    let mut prefix = Vec::with_capacity(1 + bucket.len());
+    prefix.push(len);
+    prefix.extend_from_slice(bucket);
+    Ok(prefix)
+}
+
+/// Returns the data-CF key of `bucket`/`key` (layout on [`Store`]).
+fn data_key(bucket: &[u8], key: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let mut data_key = bucket_prefix(bucket)?;
+    data_key.extend_from_slice(key);
+    Ok(data_key)
+}
+
+/// Returns the smallest byte string greater than every string that starts
+/// with `prefix`, or `None` if there is none (the prefix is all 0xff).
+fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let last = prefix.iter().rposition(|&b| b != u8::MAX)?;
+    let mut end = prefix[..=last].to_vec();
+    end[last] += 1;
+    Some(end)
+}
+
+/// Returns the meta-CF key of a node-defined name.
+fn meta_key(name: &str) -> Vec<u8> {
+    [META_NODE_PREFIX, name.as_bytes()].concat()
+}
+
+/// Returns a printable `bucket/key` for logs and errors; non-printable bytes
+/// are escaped so binary keys stay readable and unambiguous.
+fn display_key(bucket: &[u8], key: &[u8]) -> String {
+    format!("{}/{}", bucket.escape_ascii(), key.escape_ascii())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_keys_are_unambiguous() {
+        assert_ne!(data_key(b"a", b"bc").ok(), data_key(b"ab", b"c").ok());
+        assert_eq!(data_key(b"ab", b"c").ok(), Some(b"\x02abc".to_vec()));
+        assert!(matches!(
+            data_key(&[0; 256], b"k"),
+            Err(StoreError::BucketTooLong(256))
+        ));
+        assert!(data_key(&[0; 255], b"k").is_ok());
+    }
+
+    #[test]
+    fn prefix_successor_bounds_the_prefix() {
+        assert_eq!(prefix_successor(b"\x01a"), Some(b"\x01b".to_vec()));
+        assert_eq!(prefix_successor(b"\x02a\xff"), Some(b"\x02b".to_vec()));
+        assert_eq!(prefix_successor(b"\xff\xff"), None);
+    }
+
+    #[test]
+    fn display_key_escapes_binary() {
+        assert_eq!(display_key(b"b", b"k\x00\xff"), "b/k\\x00\\xff");
+    }
+}

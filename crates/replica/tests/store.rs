@@ -1,0 +1,361 @@
+//! The RocksDB store against a real database in a temporary directory.
+
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use quorumkv_replica::{
+    encode_record, ActorId, CodecError, Dot, Sibling, Store, StoreError, StoreOptions, SyncPolicy,
+    Value, VersionError, VersionVector, VersionedObject,
+};
+use tempfile::TempDir;
+
+const BUCKET: &[u8] = b"users";
+
+fn open(dir: &Path) -> Store {
+    Store::open(dir, StoreOptions::default()).unwrap()
+}
+
+fn text(s: &str) -> Value {
+    Value::data("text/plain", Bytes::copy_from_slice(s.as_bytes()))
+}
+
+fn values(obj: &VersionedObject) -> Vec<&[u8]> {
+    obj.live_values().map(|(_, b)| b.as_ref()).collect()
+}
+
+#[test]
+fn coordinate_then_get_round_trips() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path());
+    assert_eq!(store.get(BUCKET, b"alice").unwrap(), None);
+
+    let written = store
+        .coordinate(BUCKET, b"alice", &VersionVector::new(), text("v1"))
+        .unwrap();
+    assert_eq!(
+        written.siblings()[0].dot,
+        Dot {
+            actor: store.actor(),
+            counter: 1
+        }
+    );
+    assert_eq!(
+        store.get(BUCKET, b"alice").unwrap().as_ref(),
+        Some(&written)
+    );
+
+    // A write with the context of the read replaces the version it saw.
+    let replaced = store
+        .coordinate(BUCKET, b"alice", written.clock(), text("v2"))
+        .unwrap();
+    assert_eq!(values(&replaced), vec![b"v2".as_slice()]);
+    assert_eq!(store.get(BUCKET, b"alice").unwrap(), Some(replaced));
+
+    // Keys and buckets are independent.
+    assert_eq!(store.get(BUCKET, b"bob").unwrap(), None);
+    assert_eq!(store.get(b"other", b"alice").unwrap(), None);
+}
+
+#[test]
+fn concurrent_writes_at_two_replicas_converge_by_merge() {
+    let (dir_a, dir_b) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+    let (a, b) = (open(dir_a.path()), open(dir_b.path()));
+
+    let v1 = a
+        .coordinate(BUCKET, b"k", &VersionVector::new(), text("v1"))
+        .unwrap();
+    let at_b = b.merge(BUCKET, b"k", &v1).unwrap();
+    assert_eq!(at_b, v1);
+
+    // Two clients that both read v1 write at different replicas.
+    let v2 = b.coordinate(BUCKET, b"k", v1.clock(), text("v2")).unwrap();
+    let v3 = a.coordinate(BUCKET, b"k", v1.clock(), text("v3")).unwrap();
+    let at_a = a.merge(BUCKET, b"k", &v2).unwrap();
+    let at_b = b.merge(BUCKET, b"k", &v3).unwrap();
+    assert_eq!(at_a, at_b);
+    assert_eq!(values(&at_a).len(), 2);
+    assert_eq!(a.get(BUCKET, b"k").unwrap(), Some(at_a));
+}
+
+#[test]
+fn merging_nothing_into_a_missing_key_writes_nothing() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path());
+    let merged = store.merge(BUCKET, b"k", &VersionedObject::new()).unwrap();
+    assert!(merged.is_empty());
+    assert_eq!(store.raw_get(BUCKET, b"k").unwrap(), None);
+    assert!(!store.bucket_has_keys(BUCKET).unwrap());
+}
+
+#[test]
+fn merge_refuses_an_invalid_incoming_object() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path());
+    // Same shape as VersionedObject: a sibling its clock does not cover.
+    let dot = Dot {
+        actor: ActorId(1),
+        counter: 1,
+    };
+    let bytes = postcard::to_stdvec(&(
+        VersionVector::new(),
+        vec![Sibling {
+            dot,
+            value: Value::Tombstone,
+        }],
+    ))
+    .unwrap();
+    let invalid: VersionedObject = postcard::from_bytes(&bytes).unwrap();
+
+    let err = store.merge(BUCKET, b"k", &invalid).unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(VersionError::DotNotCovered(d)) if d == dot));
+    assert!(!err.is_corrupt());
+    assert_eq!(store.raw_get(BUCKET, b"k").unwrap(), None);
+}
+
+#[test]
+fn actor_persists_across_reopen_and_differs_for_a_fresh_dir() {
+    let dir = TempDir::new().unwrap();
+    let first = open(dir.path()).actor();
+    let again = open(dir.path()).actor();
+    assert_eq!(first, again);
+
+    let other = TempDir::new().unwrap();
+    assert_ne!(open(other.path()).actor(), first);
+}
+
+#[test]
+fn wiped_node_gets_a_new_actor_and_its_writes_survive() {
+    let parent = TempDir::new().unwrap();
+    let path = parent.path().join("node");
+    let peer_dir = TempDir::new().unwrap();
+    let peer = open(peer_dir.path());
+
+    let old_actor = {
+        let store = open(&path);
+        let v1 = store
+            .coordinate(BUCKET, b"k", &VersionVector::new(), text("old"))
+            .unwrap();
+        peer.merge(BUCKET, b"k", &v1).unwrap();
+        store.actor()
+    };
+    std::fs::remove_dir_all(&path).unwrap();
+
+    let store = open(&path);
+    assert_ne!(store.actor(), old_actor);
+    let fresh = store
+        .coordinate(BUCKET, b"k", &VersionVector::new(), text("new"))
+        .unwrap();
+    let at_peer = peer.merge(BUCKET, b"k", &fresh).unwrap();
+    assert_eq!(values(&at_peer), {
+        let mut expected = vec![b"old".as_slice(), b"new".as_slice()];
+        // Siblings are in dot order, and the actors are random.
+        if store.actor() < old_actor {
+            expected.reverse();
+        }
+        expected
+    });
+}
+
+#[test]
+fn corrupt_record_is_reported_counted_and_never_overwritten() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path());
+    let good = store
+        .coordinate(BUCKET, b"k", &VersionVector::new(), text("v1"))
+        .unwrap();
+    let mut damaged = encode_record(&good);
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0x40;
+    store.raw_put(BUCKET, b"k", &damaged).unwrap();
+    assert_eq!(store.corrupt_records(), 0);
+
+    let err = store.get(BUCKET, b"k").unwrap_err();
+    assert!(err.is_corrupt());
+    assert!(matches!(
+        &err,
+        StoreError::Corrupt { key, reason: CodecError::ChecksumMismatch { .. } } if key == "users/k"
+    ));
+    assert_eq!(store.corrupt_records(), 1);
+
+    let err = store
+        .coordinate(BUCKET, b"k", good.clock(), text("v2"))
+        .unwrap_err();
+    assert!(err.is_corrupt());
+    assert_eq!(store.corrupt_records(), 2);
+
+    let err = store.merge(BUCKET, b"k", &good).unwrap_err();
+    assert!(err.is_corrupt());
+    assert_eq!(store.corrupt_records(), 3);
+
+    // The damaged bytes are left for repair, untouched.
+    assert_eq!(store.raw_get(BUCKET, b"k").unwrap(), Some(damaged));
+}
+
+#[test]
+fn unknown_record_version_is_corrupt() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path());
+    store
+        .raw_put(b"b", b"\x00bin", &[9, 1, 2, 3, 4, 5])
+        .unwrap();
+    let err = store.get(b"b", b"\x00bin").unwrap_err();
+    assert!(matches!(
+        &err,
+        StoreError::Corrupt { key, reason: CodecError::UnknownVersion(9) } if key == "b/\\x00bin"
+    ));
+    store.raw_put(b"b", b"empty", &[]).unwrap();
+    assert!(store.get(b"b", b"empty").unwrap_err().is_corrupt());
+    assert_eq!(store.corrupt_records(), 2);
+}
+
+#[test]
+fn bucket_has_keys_sees_live_and_deleted_keys_only_in_that_bucket() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path());
+    assert!(!store.bucket_has_keys(b"a").unwrap());
+
+    store
+        .coordinate(b"ab", b"k", &VersionVector::new(), text("x"))
+        .unwrap();
+    assert!(store.bucket_has_keys(b"ab").unwrap());
+    // "a" is a byte prefix of "ab" but a different bucket.
+    assert!(!store.bucket_has_keys(b"a").unwrap());
+    assert!(!store.bucket_has_keys(b"").unwrap());
+    assert!(!store.bucket_has_keys(b"abc").unwrap());
+
+    let written = store
+        .coordinate(b"a", b"", &VersionVector::new(), text("y"))
+        .unwrap();
+    store
+        .coordinate(b"a", b"", written.clock(), Value::Tombstone)
+        .unwrap();
+    assert!(store.get(b"a", b"").unwrap().unwrap().is_deleted());
+    assert!(store.bucket_has_keys(b"a").unwrap());
+
+    let top = [0xff_u8; 255];
+    assert!(!store.bucket_has_keys(&top).unwrap());
+    store
+        .coordinate(&top, b"k", &VersionVector::new(), text("z"))
+        .unwrap();
+    assert!(store.bucket_has_keys(&top).unwrap());
+}
+
+#[test]
+fn bucket_longer_than_255_bytes_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path());
+    let long = [b'b'; 256];
+    let err = store
+        .coordinate(&long, b"k", &VersionVector::new(), text("x"))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::BucketTooLong(256)));
+    assert!(matches!(
+        store.get(&long, b"k"),
+        Err(StoreError::BucketTooLong(256))
+    ));
+    assert!(matches!(
+        store.bucket_has_keys(&long),
+        Err(StoreError::BucketTooLong(256))
+    ));
+}
+
+#[test]
+fn meta_round_trips_and_cannot_touch_the_actor_id() {
+    let dir = TempDir::new().unwrap();
+    let actor = {
+        let store = open(dir.path());
+        assert_eq!(store.get_meta("ring_epoch").unwrap(), None);
+        store.put_meta("ring_epoch", b"\x00\x07").unwrap();
+        store.put_meta("actor_id", b"not an actor").unwrap();
+        assert_eq!(
+            store.get_meta("ring_epoch").unwrap(),
+            Some(b"\x00\x07".to_vec())
+        );
+        store.actor()
+    };
+    let store = open(dir.path());
+    assert_eq!(store.actor(), actor);
+    assert_eq!(
+        store.get_meta("ring_epoch").unwrap(),
+        Some(b"\x00\x07".to_vec())
+    );
+    assert_eq!(
+        store.get_meta("actor_id").unwrap(),
+        Some(b"not an actor".to_vec())
+    );
+}
+
+#[test]
+fn data_persists_across_reopen_with_and_without_flush() {
+    let dir = TempDir::new().unwrap();
+    let (flushed, unflushed) = {
+        let store = open(dir.path());
+        let flushed = store
+            .coordinate(BUCKET, b"f", &VersionVector::new(), text("f"))
+            .unwrap();
+        store.flush().unwrap();
+        // Written after the flush: only the WAL has it when the store closes.
+        let unflushed = store
+            .coordinate(BUCKET, b"u", &VersionVector::new(), text("u"))
+            .unwrap();
+        (flushed, unflushed)
+    };
+    let store = open(dir.path());
+    assert_eq!(store.get(BUCKET, b"f").unwrap(), Some(flushed));
+    assert_eq!(store.get(BUCKET, b"u").unwrap(), Some(unflushed));
+}
+
+#[test]
+fn sync_always_store_writes_and_reopens() {
+    let dir = TempDir::new().unwrap();
+    let options = StoreOptions {
+        sync: SyncPolicy::Always,
+    };
+    let written = {
+        let store = Store::open(dir.path(), options.clone()).unwrap();
+        store.put_meta("m", b"1").unwrap();
+        store
+            .coordinate(BUCKET, b"k", &VersionVector::new(), text("x"))
+            .unwrap()
+    };
+    let store = Store::open(dir.path(), options).unwrap();
+    assert_eq!(store.get(BUCKET, b"k").unwrap(), Some(written));
+    assert_eq!(store.get_meta("m").unwrap(), Some(b"1".to_vec()));
+}
+
+#[test]
+fn concurrent_coordinated_writes_to_one_key_mint_distinct_dots() {
+    const THREADS: usize = 4;
+    const WRITES: usize = 25;
+    let dir = TempDir::new().unwrap();
+    let store = Arc::new(open(dir.path()));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                for i in 0..WRITES {
+                    // No context: every write is concurrent with the others.
+                    store
+                        .coordinate(
+                            BUCKET,
+                            b"hot",
+                            &VersionVector::new(),
+                            text(&format!("{t}-{i}")),
+                        )
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().unwrap();
+    }
+    let obj = store.get(BUCKET, b"hot").unwrap().unwrap();
+    let counters: Vec<u64> = obj.siblings().iter().map(|s| s.dot.counter).collect();
+    let expected: Vec<u64> = (1..=(THREADS * WRITES) as u64).collect();
+    assert_eq!(counters, expected);
+    assert_eq!(obj.clock().get(store.actor()), (THREADS * WRITES) as u64);
+}
