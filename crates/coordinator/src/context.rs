@@ -1,0 +1,128 @@
+//! The causal context token: a version vector handed to clients as an opaque string.
+//!
+//! A read returns the version vector of everything it saw; a later write sends it back to
+//! say which versions it supersedes. The client must not interpret it, and the cluster must
+//! not trust a token that was damaged on the way, so the token is versioned and checked:
+//!
+//! 1. format version, one byte (`1`);
+//! 2. the version vector, postcard-encoded;
+//! 3. a CRC32 of a fixed domain tag, the version byte and the payload, big-endian.
+//!
+//! The whole is base64url without padding, so it travels in an HTTP header as is. The CRC
+//! rejects truncated, corrupted and hand-edited tokens; it is not a signature. A client that
+//! deliberately forges a valid token can only claim to have seen versions it did not see,
+//! which supersedes them as a read-then-write would: it cannot touch another key, and dot
+//! counters stay bounded (minting checks for overflow).
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use quorumkv_replica::VersionVector;
+
+use crate::error::InputError;
+
+/// The current token format.
+const TOKEN_V1: u8 = 1;
+/// Mixed into the checksum so that other base64 blobs of the right shape are not accepted.
+const DOMAIN_TAG: &[u8] = b"quorumkv-causal-context";
+/// Tokens longer than this are refused before decoding.
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// Encodes a version vector as a causal context token.
+pub fn encode_context(clock: &VersionVector) -> String {
+    // Serialising a map of integers into a Vec cannot fail.
+    let payload = postcard::to_stdvec(clock).unwrap_or_default();
+    let mut bytes = Vec::with_capacity(payload.len() + 5);
+    bytes.push(TOKEN_V1);
+    bytes.extend_from_slice(&payload);
+    let crc = checksum(&bytes);
+    bytes.extend_from_slice(&crc.to_be_bytes());
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Decodes a token produced by [`encode_context`]; any damage is an [`InputError::InvalidContext`].
+pub fn decode_context(token: &str) -> Result<VersionVector, InputError> {
+    let invalid = |why: &str| InputError::InvalidContext(why.to_string());
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(invalid("token is too long"));
+    }
+    let bytes = URL_SAFE_NO_PAD
+        .decode(token.trim())
+        .map_err(|_| invalid("token is not base64url"))?;
+    if bytes.len() < 5 {
+        return Err(invalid("token is truncated"));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    let expected = u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    if checksum(body) != expected {
+        return Err(invalid(
+            "token checksum does not match (damaged or not issued here)",
+        ));
+    }
+    if body[0] != TOKEN_V1 {
+        return Err(invalid("unknown token version"));
+    }
+    let (clock, rest): (VersionVector, &[u8]) =
+        postcard::take_from_bytes(&body[1..]).map_err(|_| invalid("token payload is malformed"))?;
+    if !rest.is_empty() {
+        return Err(invalid("token has trailing bytes"));
+    }
+    Ok(clock)
+}
+
+fn checksum(bytes: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(DOMAIN_TAG);
+    hasher.update(bytes);
+    hasher.finalize()
+}
+
+#[cfg(test)]
+mod tests {
+    use quorumkv_replica::ActorId;
+
+    use super::*;
+
+    fn sample() -> VersionVector {
+        [(ActorId(7), 3), (ActorId(u64::MAX), 1)]
+            .into_iter()
+            .collect()
+    }
+
+    #[test]
+    fn tokens_round_trip() {
+        let clock = sample();
+        assert_eq!(decode_context(&encode_context(&clock)), Ok(clock));
+        let empty = VersionVector::new();
+        assert_eq!(decode_context(&encode_context(&empty)), Ok(empty));
+    }
+
+    #[test]
+    fn every_truncation_and_every_edited_character_is_rejected() {
+        let token = encode_context(&sample());
+        for cut in 0..token.len() {
+            assert!(
+                decode_context(&token[..cut]).is_err(),
+                "prefix {cut} accepted"
+            );
+        }
+        for i in 0..token.len() {
+            let mut chars: Vec<char> = token.chars().collect();
+            chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
+            let edited: String = chars.into_iter().collect();
+            assert!(decode_context(&edited).is_err(), "edit at {i} accepted");
+        }
+    }
+
+    #[test]
+    fn garbage_is_rejected() {
+        for bad in [
+            "",
+            "!!!",
+            "AAAA",
+            "bm90IGEgdG9rZW4",
+            &"A".repeat(MAX_TOKEN_LEN + 1),
+        ] {
+            assert!(decode_context(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

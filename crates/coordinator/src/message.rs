@@ -1,0 +1,195 @@
+//! The internode protocol: what one node asks of another, and the answers.
+//!
+//! Messages are small and frequent, so they travel as a compact binary body rather than
+//! JSON. Every body is framed as:
+//!
+//! 1. protocol version, one byte (`1`);
+//! 2. the message, postcard-encoded (a serde enum: variant index, then fields).
+//!
+//! A node refuses a version it does not know with a clear error instead of misreading it;
+//! new variants are appended at the end of the enums so that older nodes fail cleanly on
+//! them. The same [`Request`] type is executed in-process for the local replica, so the
+//! local and remote paths cannot drift apart.
+
+use std::collections::BTreeMap;
+
+use quorumkv_replica::{Value, VersionVector, VersionedObject};
+use quorumkv_ring::NodeId;
+use serde::{Deserialize, Serialize};
+
+use crate::props::VersionedProps;
+
+/// The current internode protocol version.
+pub const PROTOCOL_V1: u8 = 1;
+
+/// A request from one node to another.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// Who are you? Also the liveness probe.
+    Hello,
+    /// The replica's copy of a key.
+    Get {
+        /// Bucket name bytes.
+        bucket: Vec<u8>,
+        /// Key bytes.
+        key: Vec<u8>,
+    },
+    /// Mint a new version of a key at this replica (it becomes the write's coordinator).
+    Coordinate {
+        /// Bucket name bytes.
+        bucket: Vec<u8>,
+        /// Key bytes.
+        key: Vec<u8>,
+        /// The versions the client saw and this write supersedes.
+        context: VersionVector,
+        /// The new value or a tombstone.
+        value: Value,
+    },
+    /// Merge a version minted elsewhere into this replica.
+    Merge {
+        /// Bucket name bytes.
+        bucket: Vec<u8>,
+        /// Key bytes.
+        key: Vec<u8>,
+        /// The coordinator's full state of the key.
+        object: VersionedObject,
+    },
+    /// Does this replica hold any record of the bucket?
+    BucketHasKeys {
+        /// Bucket name bytes.
+        bucket: Vec<u8>,
+    },
+    /// Every bucket's properties this node knows.
+    GetProps,
+    /// Adopt these bucket properties where they are newer.
+    PutProps {
+        /// Bucket name to its versioned properties.
+        props: BTreeMap<String, VersionedProps>,
+    },
+}
+
+/// The answer to a [`Request`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    /// Answer to [`Request::Hello`].
+    Hello {
+        /// The answering node's id.
+        node: NodeId,
+    },
+    /// The replica's state of a key (`None`: never written here).
+    Object(Option<VersionedObject>),
+    /// Done.
+    Ack,
+    /// Answer to [`Request::BucketHasKeys`].
+    HasKeys(bool),
+    /// Answer to [`Request::GetProps`].
+    Props(BTreeMap<String, VersionedProps>),
+    /// The replica could not do it.
+    Error {
+        /// What kind of failure.
+        kind: RemoteErrorKind,
+        /// Details for logs and error messages.
+        message: String,
+    },
+}
+
+/// Why a replica refused a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RemoteErrorKind {
+    /// The record is corrupt on this replica.
+    Corrupt,
+    /// Storage failed.
+    Storage,
+    /// The request was malformed or invalid.
+    BadRequest,
+}
+
+/// A body that could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The body is empty.
+    #[error("empty message")]
+    Empty,
+    /// The version byte is not one this node speaks.
+    #[error("unsupported protocol version {0}")]
+    UnsupportedVersion(u8),
+    /// The payload does not decode.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+/// Frames a message: version byte, then postcard.
+pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    let mut out = vec![PROTOCOL_V1];
+    // Serialising these enums into a Vec cannot fail: every field is a plain value.
+    out.extend(postcard::to_stdvec(message).unwrap_or_default());
+    out
+}
+
+/// Reads a framed message; never panics, whatever the bytes.
+pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let (&version, payload) = bytes.split_first().ok_or(DecodeError::Empty)?;
+    if version != PROTOCOL_V1 {
+        return Err(DecodeError::UnsupportedVersion(version));
+    }
+    let (message, rest) =
+        postcard::take_from_bytes(payload).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(DecodeError::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
+    }
+    Ok(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use quorumkv_replica::ActorId;
+
+    use super::*;
+
+    #[test]
+    fn requests_round_trip() {
+        let context: VersionVector = [(ActorId(1), 2)].into_iter().collect();
+        let requests = vec![
+            Request::Hello,
+            Request::Get {
+                bucket: b"b".to_vec(),
+                key: vec![0, 255],
+            },
+            Request::Coordinate {
+                bucket: b"b".to_vec(),
+                key: b"k".to_vec(),
+                context,
+                value: Value::Tombstone,
+            },
+            Request::BucketHasKeys {
+                bucket: b"b".to_vec(),
+            },
+            Request::GetProps,
+        ];
+        for request in requests {
+            assert_eq!(decode::<Request>(&encode(&request)), Ok(request));
+        }
+    }
+
+    #[test]
+    fn damaged_bodies_are_refused() {
+        let body = encode(&Request::Get {
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+        });
+        assert_eq!(decode::<Request>(&[]), Err(DecodeError::Empty));
+        assert_eq!(
+            decode::<Request>(&[9, 0]),
+            Err(DecodeError::UnsupportedVersion(9))
+        );
+        for cut in 1..body.len() {
+            assert!(decode::<Request>(&body[..cut]).is_err());
+        }
+        let mut long = body.clone();
+        long.push(0);
+        assert!(decode::<Request>(&long).is_err());
+    }
+}
