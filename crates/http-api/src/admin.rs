@@ -1,0 +1,126 @@
+//! Bucket properties, health, cluster view, metrics and the OpenAPI document.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use quorumkv_coordinator::{BucketProps, PropsUpdate};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::params::{bucket_from_segment, parse_query};
+use crate::AppState;
+
+/// The OpenAPI 3 document of the client and admin routes.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// `GET /v1/buckets/{bucket}/props`.
+pub async fn get_props(
+    State(state): State<AppState>,
+    uri: Uri,
+) -> Result<Json<BucketProps>, ApiError> {
+    parse_query(uri.query(), &[])?;
+    let bucket = bucket_from_segment(props_segment(&uri))?;
+    Ok(Json(state.coordinator.bucket_props(&bucket)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PropsBody {
+    n: Option<usize>,
+    r: Option<usize>,
+    w: Option<usize>,
+}
+
+/// `PUT /v1/buckets/{bucket}/props`.
+pub async fn put_props(
+    State(state): State<AppState>,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<BucketProps>, ApiError> {
+    parse_query(uri.query(), &[])?;
+    let bucket = bucket_from_segment(props_segment(&uri))?;
+    let body = body.map_err(|r| ApiError::new(r.status(), "invalid_json", r.body_text()))?;
+    let update: PropsBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("props must be a JSON object with optional integer fields n, r, w: {e}"),
+        )
+    })?;
+    let props = state
+        .coordinator
+        .set_bucket_props(
+            &bucket,
+            PropsUpdate {
+                n: update.n,
+                r: update.r,
+                w: update.w,
+            },
+        )
+        .await?;
+    Ok(Json(props))
+}
+
+/// `GET /v1/health`.
+pub async fn health(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+    parse_query(uri.query(), &[])?;
+    Ok(Json(json!({ "status": "ok", "node": state.coordinator.node() })).into_response())
+}
+
+/// `GET /v1/cluster`.
+pub async fn cluster(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+    parse_query(uri.query(), &[])?;
+    let view = state.coordinator.cluster_view();
+    Ok(Json(json!({
+        "node": view.node,
+        "members": view.members,
+        "partitions": view.partitions,
+        "ready": view.ready,
+    }))
+    .into_response())
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let body = state
+        .metrics
+        .as_ref()
+        .map(|m| m.render())
+        .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// `GET /v1/openapi.json`.
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+/// Any unknown route.
+pub async fn unknown_route(uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown_route",
+        format!("no route for {}", uri.path()),
+    )
+}
+
+/// A known route with a method it does not serve.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not serve that method",
+    )
+}
+
+/// The raw (still percent-encoded) bucket segment of `/v1/buckets/{bucket}/props`, taken
+/// from the path itself so that bucket names are decoded in one place, strictly.
+fn props_segment(uri: &Uri) -> &str {
+    uri.path()
+        .strip_prefix("/v1/buckets/")
+        .and_then(|rest| rest.strip_suffix("/props"))
+        .unwrap_or("")
+}

@@ -1,0 +1,102 @@
+//! The internode route and the HTTP transport that calls it.
+//!
+//! Nodes talk over the same listener as clients, on `POST /internal/v1/rpc`, with the
+//! compact binary framing of `quorumkv_coordinator::message`. The client side keeps pooled
+//! keep-alive connections to every peer and disables Nagle's algorithm: small request and
+//! response bodies would otherwise wait on delayed ACKs, adding tens of milliseconds.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use quorumkv_coordinator::message::{self, Request};
+use quorumkv_coordinator::{Transport, TransportError};
+
+use crate::error::ApiError;
+use crate::AppState;
+
+/// The path of the internode route.
+pub const RPC_PATH: &str = "/internal/v1/rpc";
+/// The content type of internode bodies.
+pub const RPC_CONTENT_TYPE: &str = "application/x-quorumkv-rpc";
+
+/// `POST /internal/v1/rpc`.
+pub async fn rpc(
+    State(state): State<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|r| ApiError::new(r.status(), "invalid_body", r.body_text()))?;
+    let request: Request = message::decode(&body)
+        .map_err(|e| ApiError::bad_request("invalid_message", e.to_string()))?;
+    let response = state.coordinator.handle(request).await;
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, RPC_CONTENT_TYPE)],
+        message::encode(&response),
+    )
+        .into_response())
+}
+
+/// Reaches peers over HTTP/1.1 with pooled keep-alive connections.
+#[derive(Clone, Debug)]
+pub struct HttpTransport {
+    client: reqwest::Client,
+}
+
+impl HttpTransport {
+    /// A transport with its own connection pool.
+    pub fn new() -> Result<Self, TransportError> {
+        let client = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| TransportError::Protocol(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self { client })
+    }
+}
+
+#[async_trait]
+impl Transport for HttpTransport {
+    async fn call(
+        &self,
+        addr: &str,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<message::Response, TransportError> {
+        let url = format!("http://{addr}{RPC_PATH}");
+        let sent = self
+            .client
+            .post(url)
+            .header(header::CONTENT_TYPE, RPC_CONTENT_TYPE)
+            .body(message::encode(request))
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(classify)?;
+        let status = sent.status();
+        let body = sent.bytes().await.map_err(classify)?;
+        if !status.is_success() {
+            return Err(TransportError::Protocol(format!(
+                "peer answered {status}: {}",
+                String::from_utf8_lossy(&body[..body.len().min(200)])
+            )));
+        }
+        message::decode(&body).map_err(|e| TransportError::Protocol(e.to_string()))
+    }
+}
+
+fn classify(error: reqwest::Error) -> TransportError {
+    if error.is_timeout() {
+        TransportError::Timeout
+    } else if error.is_connect() {
+        TransportError::Unreachable(error.to_string())
+    } else {
+        TransportError::Protocol(error.to_string())
+    }
+}

@@ -1,0 +1,205 @@
+//! The key routes: `GET`, `PUT` and `DELETE /v1/buckets/{bucket}/keys/{key}`.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use quorumkv_coordinator::{
+    decode_context, encode_context, LiveValue, ReadOptions, ReadOutcome, VersionVector,
+    WriteOptions,
+};
+use serde::Serialize;
+
+use crate::error::ApiError;
+use crate::params::{bucket_and_key, parse_query};
+use crate::{AppState, CONTEXT_HEADER};
+
+/// The content type of a value written without one.
+pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
+const MAX_CONTENT_TYPE_LEN: usize = 256;
+
+#[derive(Serialize)]
+struct Siblings {
+    siblings: Vec<SiblingBody>,
+}
+
+#[derive(Serialize)]
+struct SiblingBody {
+    value_base64: String,
+    content_type: String,
+}
+
+/// `GET /v1/buckets/{bucket}/keys/{key}`.
+pub async fn get_key(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+    let (bucket, key) = bucket_and_key(uri.path())?;
+    let query = parse_query(uri.query(), &["r", "timeout_ms"])?;
+    let options = ReadOptions {
+        r: query.r,
+        timeout: state.timeout(query.timeout)?,
+    };
+    match state.coordinator.get(&bucket, &key, options).await? {
+        ReadOutcome::NotFound { context } => {
+            let error = ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no live value for this key",
+            );
+            Err(match context {
+                Some(context) => error.with_context(encode_context(&context)),
+                None => error,
+            })
+        }
+        ReadOutcome::Found {
+            mut values,
+            context,
+        } if values.len() == 1 => {
+            let value = values.remove(0);
+            let mut response = value.bytes.into_response();
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_str(&value.content_type)
+                    .unwrap_or(HeaderValue::from_static(DEFAULT_CONTENT_TYPE)),
+            );
+            insert_context(headers, &context);
+            Ok(response)
+        }
+        ReadOutcome::Found { values, context } => {
+            let body = Siblings {
+                siblings: values
+                    .into_iter()
+                    .map(|v| SiblingBody {
+                        value_base64: STANDARD.encode(&v.bytes),
+                        content_type: v.content_type,
+                    })
+                    .collect(),
+            };
+            let mut response = (StatusCode::MULTIPLE_CHOICES, Json(body)).into_response();
+            insert_context(response.headers_mut(), &context);
+            Ok(response)
+        }
+    }
+}
+
+/// `PUT /v1/buckets/{bucket}/keys/{key}`.
+pub async fn put_key(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (bucket, key) = bucket_and_key(uri.path())?;
+    let query = parse_query(uri.query(), &["w", "timeout_ms"])?;
+    let context = context_from(&headers)?.unwrap_or_default();
+    let content_type = content_type_from(&headers)?;
+    let bytes = body.map_err(|rejection| body_error(&rejection, state.max_value_bytes))?;
+    if bytes.len() > state.max_value_bytes {
+        return Err(too_large(state.max_value_bytes));
+    }
+    let options = WriteOptions {
+        w: query.w,
+        timeout: state.timeout(query.timeout)?,
+    };
+    let value = LiveValue {
+        content_type,
+        bytes,
+    };
+    let context = state
+        .coordinator
+        .put(&bucket, &key, context, value, options)
+        .await?;
+    Ok(no_content(&context))
+}
+
+/// `DELETE /v1/buckets/{bucket}/keys/{key}`.
+pub async fn delete_key(
+    State(state): State<AppState>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (bucket, key) = bucket_and_key(uri.path())?;
+    let query = parse_query(uri.query(), &["w", "timeout_ms"])?;
+    let context = context_from(&headers)?;
+    let options = WriteOptions {
+        w: query.w,
+        timeout: state.timeout(query.timeout)?,
+    };
+    let context = state
+        .coordinator
+        .delete(&bucket, &key, context, options)
+        .await?;
+    Ok(no_content(&context))
+}
+
+/// Any method on `/v1/buckets/{bucket}/keys/` (an empty key).
+pub async fn empty_key() -> ApiError {
+    ApiError::bad_request("invalid_key", "keys may not be empty")
+}
+
+fn no_content(context: &VersionVector) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    insert_context(response.headers_mut(), context);
+    response
+}
+
+fn insert_context(headers: &mut HeaderMap, context: &VersionVector) {
+    if let Ok(value) = HeaderValue::from_str(&encode_context(context)) {
+        headers.insert(CONTEXT_HEADER, value);
+    }
+}
+
+fn context_from(headers: &HeaderMap) -> Result<Option<VersionVector>, ApiError> {
+    let mut values = headers.get_all(CONTEXT_HEADER).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_context",
+            "X-Causal-Context is given more than once",
+        ));
+    }
+    let token = value
+        .to_str()
+        .map_err(|_| ApiError::bad_request("invalid_context", "X-Causal-Context is not ASCII"))?;
+    Ok(Some(decode_context(token)?))
+}
+
+fn content_type_from(headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(DEFAULT_CONTENT_TYPE.to_string());
+    };
+    let text = value
+        .to_str()
+        .ok()
+        .filter(|t| !t.is_empty() && t.len() <= MAX_CONTENT_TYPE_LEN)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_content_type",
+                format!(
+                    "Content-Type must be 1 to {MAX_CONTENT_TYPE_LEN} visible ASCII characters"
+                ),
+            )
+        })?;
+    Ok(text.to_string())
+}
+
+fn body_error(rejection: &BytesRejection, limit: usize) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        too_large(limit)
+    } else {
+        ApiError::bad_request("invalid_body", rejection.body_text())
+    }
+}
+
+fn too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "value_too_large",
+        format!("values are at most {limit} bytes"),
+    )
+}

@@ -1,0 +1,121 @@
+//! The HTTP face of quorumkv: client, admin and internode routes on one listener.
+//!
+//! # What this crate does
+//!
+//! It turns HTTP requests into calls on the coordinator and the answers back into HTTP,
+//! and it provides the HTTP implementation of the coordinator's transport. It decides
+//! nothing about replication: every rule about quorums, versions and placement lives below.
+//!
+//! # The contract
+//!
+//! Routes, parameters, headers, status codes and error codes are a public contract,
+//! described in `openapi.json` (served at `GET /v1/openapi.json`) and checked against the
+//! router by a test. Every error is JSON, `{"error": "<code>", "message": "..."}`, mapped in
+//! one place ([`error`]). Input is validated completely before anything is stored: a request
+//! that fails validation changes nothing.
+//!
+//! # Layout
+//!
+//! [`keys`] serves the key routes, [`admin`] bucket properties, health, cluster view,
+//! metrics and the OpenAPI document, [`internode`] the internode route and transport,
+//! [`params`] the strict parsing of raw paths and query strings, [`observe`] the request
+//! metrics.
+
+pub mod admin;
+pub mod error;
+pub mod internode;
+pub mod keys;
+pub mod observe;
+pub mod params;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{any, get, post};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use quorumkv_coordinator::Coordinator;
+
+pub use error::ApiError;
+pub use internode::HttpTransport;
+
+/// The header that carries the causal context token.
+pub const CONTEXT_HEADER: &str = "x-causal-context";
+
+/// The largest internode body: a merged object may carry several siblings of the largest
+/// value size.
+const MAX_INTERNODE_BODY: usize = 256 * 1024 * 1024;
+
+/// What every route needs.
+#[derive(Clone)]
+pub struct AppState {
+    /// The request path of this node.
+    pub coordinator: Arc<Coordinator>,
+    /// Renders `/metrics`; `None` serves an empty page (tests that install no recorder).
+    pub metrics: Option<PrometheusHandle>,
+    /// The largest value a PUT may carry.
+    pub max_value_bytes: usize,
+}
+
+impl AppState {
+    /// The request's timeout, checked against the node's limit.
+    pub(crate) fn timeout(&self, timeout: Option<Duration>) -> Result<Option<Duration>, ApiError> {
+        timeout
+            .map(|t| self.coordinator.check_timeout(t))
+            .transpose()
+            .map_err(ApiError::from)
+    }
+}
+
+/// The router of one node: client and admin routes under `/v1`, `/metrics`, and the
+/// internode route.
+pub fn router(state: AppState) -> Router {
+    let client = Router::new()
+        .route(
+            "/v1/buckets/{bucket}/keys/{*key}",
+            get(keys::get_key)
+                .put(keys::put_key)
+                .delete(keys::delete_key)
+                .fallback(admin::method_not_allowed),
+        )
+        .route("/v1/buckets/{bucket}/keys/", any(keys::empty_key))
+        .route(
+            "/v1/buckets/{bucket}/props",
+            get(admin::get_props)
+                .put(admin::put_props)
+                .fallback(admin::method_not_allowed),
+        )
+        .route(
+            "/v1/health",
+            get(admin::health).fallback(admin::method_not_allowed),
+        )
+        .route(
+            "/v1/cluster",
+            get(admin::cluster).fallback(admin::method_not_allowed),
+        )
+        .route(
+            "/v1/openapi.json",
+            get(admin::openapi).fallback(admin::method_not_allowed),
+        )
+        .route(
+            "/metrics",
+            get(admin::metrics).fallback(admin::method_not_allowed),
+        )
+        // The limit is checked against Content-Length up front and while streaming otherwise;
+        // one byte of slack lets the handler tell "at the limit" from "over it".
+        .layer(DefaultBodyLimit::max(
+            state.max_value_bytes.saturating_add(1),
+        ));
+    let internode = Router::new()
+        .route(
+            internode::RPC_PATH,
+            post(internode::rpc).fallback(admin::method_not_allowed),
+        )
+        .layer(DefaultBodyLimit::max(MAX_INTERNODE_BODY));
+    client
+        .merge(internode)
+        .route_layer(axum::middleware::from_fn(observe::track))
+        .fallback(admin::unknown_route)
+        .with_state(state)
+}
