@@ -1,0 +1,429 @@
+//! The cluster harness: starts real `quorumkv` processes on loopback, each with its own
+//! RocksDB directory, and drives them the way an operator or a fault would: SIGKILL,
+//! SIGTERM, restart. Every wait is bounded; every process is killed when the harness is
+//! dropped, also when a test fails, and then the tail of each node's log is printed.
+//!
+//! The binary is found next to the test executable's directory (`target/<profile>/`), or
+//! at `$QUORUMKV_BIN`. `make test` builds it before the tests run.
+
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use percent_encoding::{percent_encode, NON_ALPHANUMERIC};
+use reqwest::blocking::{Client, Response};
+use reqwest::StatusCode;
+
+/// The causal context header.
+pub const CONTEXT: &str = "x-causal-context";
+
+/// How long a node may take to start and see its peers.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The `quorumkv` binary under test.
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("QUORUMKV_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/quorumkv
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let path = profile_dir.join("quorumkv");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (make test does) or set QUORUMKV_BIN",
+        path.display()
+    );
+    path
+}
+
+/// A free port on 127.0.0.1 (bound and released; the race with other processes is small
+/// and a clash fails loudly at bind).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// One node of a test cluster.
+pub struct Node {
+    /// Node id.
+    pub id: String,
+    /// `127.0.0.1:port`.
+    pub addr: String,
+    data_dir: PathBuf,
+    log_path: PathBuf,
+    seeds: Vec<String>,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// Base URL, `http://127.0.0.1:port`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The node's data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .context("open node log")?;
+        let mut command = Command::new(binary());
+        command
+            .arg("serve")
+            .arg("--node-id")
+            .arg(&self.id)
+            .arg("--listen")
+            .arg(&self.addr)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--seeds")
+            .arg(self.seeds.join(","))
+            .args(&self.extra_args)
+            .env("QUORUMKV_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        self.child = Some(command.spawn().context("spawn quorumkv")?);
+        Ok(())
+    }
+
+    fn signal(&mut self, signal: Signal) -> anyhow::Result<()> {
+        let child = self
+            .child
+            .as_ref()
+            .ok_or_else(|| anyhow!("{} is not running", self.id))?;
+        let pid = i32::try_from(child.id()).context("pid")?;
+        kill(Pid::from_raw(pid), signal).context("kill")?;
+        Ok(())
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().ok_or_else(|| anyhow!("not running"))?;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("{} did not exit within {timeout:?}", self.id);
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+/// A cluster of real nodes on loopback.
+pub struct Cluster {
+    /// The nodes, in start order.
+    pub nodes: Vec<Node>,
+    http: Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts `size` nodes that know each other as seeds, and waits until every node sees
+    /// every other one up.
+    pub fn start(size: usize) -> Self {
+        Self::start_with(size, &[])
+    }
+
+    /// Like [`Cluster::start`], with extra `serve` flags for every node.
+    pub fn start_with(size: usize, extra_args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let addrs: Vec<String> = (0..size)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let nodes = (0..size)
+            .map(|i| Node {
+                id: format!("node{}", i + 1),
+                addr: addrs[i].clone(),
+                data_dir: dir.path().join(format!("node{}", i + 1)),
+                log_path: dir.path().join(format!("node{}.log", i + 1)),
+                seeds: addrs.clone(),
+                extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+                child: None,
+            })
+            .collect();
+        let mut cluster = Self {
+            nodes,
+            http: Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+            _dir: dir,
+        };
+        for i in 0..size {
+            cluster.nodes[i].spawn().expect("start node");
+        }
+        for i in 0..size {
+            cluster.wait_ready(i).expect("cluster ready");
+        }
+        cluster
+    }
+
+    /// The HTTP client the harness uses.
+    pub fn http(&self) -> &Client {
+        &self.http
+    }
+
+    /// Base URL of node `i`.
+    pub fn url(&self, i: usize) -> String {
+        self.nodes[i].url()
+    }
+
+    /// Waits until node `i` has formed its ring and sees every running node up.
+    pub fn wait_ready(&self, i: usize) -> anyhow::Result<()> {
+        let want_up: Vec<&str> = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| n.id.as_str())
+            .collect();
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(view) = self.cluster_view(i) {
+                let up: Vec<&str> = view["members"]
+                    .as_array()
+                    .map(|m| {
+                        m.iter()
+                            .filter(|m| m["status"] == "up")
+                            .filter_map(|m| m["id"].as_str())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if view["ready"] == true && want_up.iter().all(|id| up.contains(id)) {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "node {} not ready within {START_TIMEOUT:?}",
+                    self.nodes[i].id
+                );
+            }
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until node `i` sees node `other` as `status` ("up" or "down").
+    pub fn wait_member_status(&self, i: usize, other: usize, status: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(view) = self.cluster_view(i) {
+                let seen = view["members"].as_array().and_then(|m| {
+                    m.iter()
+                        .find(|m| m["id"] == self.nodes[other].id.as_str())
+                        .map(|m| m["status"] == status)
+                });
+                if seen == Some(true) {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("node {i} never saw node {other} {status}");
+            }
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `GET /v1/cluster` of node `i`.
+    pub fn cluster_view(&self, i: usize) -> anyhow::Result<serde_json::Value> {
+        Ok(self
+            .http
+            .get(format!("{}/v1/cluster", self.url(i)))
+            .timeout(Duration::from_secs(2))
+            .send()?
+            .json()?)
+    }
+
+    /// SIGKILL node `i` (no flush, no goodbye).
+    pub fn kill(&mut self, i: usize) {
+        self.nodes[i].signal(Signal::SIGKILL).expect("SIGKILL");
+        self.nodes[i]
+            .wait_exit(Duration::from_secs(10))
+            .expect("killed node exits");
+    }
+
+    /// SIGTERM node `i` and returns its exit status.
+    pub fn terminate(&mut self, i: usize) -> ExitStatus {
+        self.nodes[i].signal(Signal::SIGTERM).expect("SIGTERM");
+        self.nodes[i]
+            .wait_exit(Duration::from_secs(30))
+            .expect("terminated node exits")
+    }
+
+    /// Starts node `i` again with the same id and data directory, and waits until it is ready.
+    pub fn restart(&mut self, i: usize) {
+        self.nodes[i].spawn().expect("restart node");
+        self.wait_ready(i).expect("restarted node ready");
+    }
+
+    /// Starts node `i` again without waiting for its peers (they may be down).
+    pub fn restart_alone(&mut self, i: usize) {
+        self.nodes[i].spawn().expect("restart node");
+    }
+
+    /// The URL of `bucket`/`key` on node `i` (the key is percent-encoded byte by byte).
+    pub fn key_url(&self, i: usize, bucket: &str, key: &[u8]) -> String {
+        format!(
+            "{}/v1/buckets/{}/keys/{}",
+            self.url(i),
+            bucket,
+            percent_encode(key, NON_ALPHANUMERIC)
+        )
+    }
+
+    /// PUT `value` at node `i` with `query` (e.g. `"w=2"`) and an optional context.
+    pub fn put(
+        &self,
+        i: usize,
+        bucket: &str,
+        key: &[u8],
+        value: &[u8],
+        query: &str,
+        context: Option<&str>,
+    ) -> Response {
+        let mut request = self
+            .http
+            .put(with_query(self.key_url(i, bucket, key), query))
+            .header("content-type", "application/octet-stream")
+            .body(value.to_vec());
+        if let Some(context) = context {
+            request = request.header(CONTEXT, context);
+        }
+        request.send().expect("PUT")
+    }
+
+    /// GET at node `i` with `query` (e.g. `"r=2"`).
+    pub fn get(&self, i: usize, bucket: &str, key: &[u8], query: &str) -> Response {
+        self.http
+            .get(with_query(self.key_url(i, bucket, key), query))
+            .send()
+            .expect("GET")
+    }
+
+    /// DELETE at node `i`.
+    pub fn delete(
+        &self,
+        i: usize,
+        bucket: &str,
+        key: &[u8],
+        query: &str,
+        context: Option<&str>,
+    ) -> Response {
+        let mut request = self
+            .http
+            .delete(with_query(self.key_url(i, bucket, key), query));
+        if let Some(context) = context {
+            request = request.header(CONTEXT, context);
+        }
+        request.send().expect("DELETE")
+    }
+
+    /// The value of a Prometheus counter or gauge on node `i` (summed over label sets whose
+    /// text contains `label_filter`), or 0 when absent.
+    pub fn metric(&self, i: usize, name: &str, label_filter: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.url(i)))
+            .send()
+            .and_then(Response::text)
+            .unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+            .filter(|l| l.contains(label_filter))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let failing = std::thread::panicking();
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            if failing {
+                eprintln!(
+                    "---- last log lines of {} ----\n{}",
+                    node.id,
+                    node.log_tail(40)
+                );
+            }
+        }
+    }
+}
+
+/// Appends a query string when there is one.
+pub fn with_query(url: String, query: &str) -> String {
+    if query.is_empty() {
+        url
+    } else {
+        format!("{url}?{query}")
+    }
+}
+
+/// The body of an error response: (status, error code).
+pub fn error_of(response: Response) -> (StatusCode, String) {
+    let status = response.status();
+    let body: serde_json::Value = response.json().unwrap_or_default();
+    (status, body["error"].as_str().unwrap_or("").to_string())
+}
+
+/// The causal context header of a response.
+pub fn context_of(response: &Response) -> Option<String> {
+    response
+        .headers()
+        .get(CONTEXT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// The sibling values of a 300 response, sorted.
+pub fn siblings_of(response: Response) -> Vec<Vec<u8>> {
+    use base64::Engine;
+    let body: serde_json::Value = response.json().expect("siblings JSON");
+    let mut values: Vec<Vec<u8>> = body["siblings"]
+        .as_array()
+        .expect("siblings array")
+        .iter()
+        .map(|s| {
+            base64::engine::general_purpose::STANDARD
+                .decode(s["value_base64"].as_str().expect("value_base64"))
+                .expect("base64")
+        })
+        .collect();
+    values.sort();
+    values
+}
