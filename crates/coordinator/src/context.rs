@@ -113,6 +113,20 @@ mod tests {
         }
     }
 
+    /// Pins token format v1: clients store tokens between a read and a write, so a token
+    /// issued by one version must decode in the next.
+    #[test]
+    fn golden_token_is_pinned() {
+        let clock: VersionVector = [(ActorId(7), 2), (ActorId(0x0123_4567_89ab_cdef), 1)]
+            .into_iter()
+            .collect();
+        let token = encode_context(&clock);
+        assert_eq!(token, GOLDEN_TOKEN_V1);
+        assert_eq!(decode_context(GOLDEN_TOKEN_V1), Ok(clock));
+    }
+
+    const GOLDEN_TOKEN_V1: &str = "AQIHAu-br834rNGRAQHiAnYS";
+
     #[test]
     fn garbage_is_rejected() {
         for bad in [

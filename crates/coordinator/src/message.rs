@@ -174,6 +174,17 @@ mod tests {
         }
     }
 
+    /// Pins protocol v1 framing: nodes of adjacent versions must understand each other
+    /// during a rolling upgrade.
+    #[test]
+    fn golden_frames_are_pinned() {
+        let get = Request::Get { bucket: b"b".to_vec(), key: b"k".to_vec() };
+        assert_eq!(encode(&get), [1, 1, 1, b'b', 1, b'k']);
+        assert_eq!(encode(&Request::Hello), [1, 0]);
+        assert_eq!(encode(&Response::Ack), [1, 2]);
+        assert_eq!(encode(&Response::Object(None)), [1, 1, 0]);
+    }
+
     #[test]
     fn damaged_bodies_are_refused() {
         let body = encode(&Request::Get {
