@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Starts a local 3-node quorumkv cluster on 127.0.0.1:7001-7003 with data under ./data,
+# prints a few requests to try, and stops all three cleanly (SIGTERM) on Ctrl-C.
+set -euo pipefail
+BIN=${BIN:-target/release/quorumkv}
+DATA=${DATA:-data}
+PORTS=(7001 7002 7003)
+SEEDS=$(printf '127.0.0.1:%s,' "${PORTS[@]}"); SEEDS=${SEEDS%,}
+
+pids=()
+stop() {
+    echo
+    echo "stopping the cluster..."
+    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    echo "stopped."
+}
+trap stop EXIT
+trap 'exit 0' INT TERM
+
+mkdir -p "$DATA"
+for i in 1 2 3; do
+    port=${PORTS[$((i - 1))]}
+    "$BIN" serve --node-id "node$i" --listen "127.0.0.1:$port" --data-dir "$DATA/node$i" \
+        --seeds "$SEEDS" >>"$DATA/node$i.log" 2>&1 &
+    pids+=($!)
+done
+
+for i in $(seq 1 100); do
+    if curl -fsS http://127.0.0.1:7001/v1/cluster 2>/dev/null | grep -q '"ready":true'; then break; fi
+    sleep 0.1
+done
+
+cat <<TXT
+quorumkv: 3 nodes on 127.0.0.1:7001-7003 (logs in data/node*.log). Try:
+
+  curl -i -X PUT --data-binary 'hello' -H 'Content-Type: text/plain' 'http://127.0.0.1:7001/v1/buckets/demo/keys/greeting?w=2'
+  curl -i 'http://127.0.0.1:7002/v1/buckets/demo/keys/greeting?r=2'
+  curl -i -X DELETE 'http://127.0.0.1:7003/v1/buckets/demo/keys/greeting'
+  curl -s http://127.0.0.1:7001/v1/cluster
+  $BIN cluster status
+
+Ctrl-C stops all three.
+TXT
+wait
