@@ -178,7 +178,10 @@ mod tests {
     /// during a rolling upgrade.
     #[test]
     fn golden_frames_are_pinned() {
-        let get = Request::Get { bucket: b"b".to_vec(), key: b"k".to_vec() };
+        let get = Request::Get {
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+        };
         assert_eq!(encode(&get), [1, 1, 1, b'b', 1, b'k']);
         assert_eq!(encode(&Request::Hello), [1, 0]);
         assert_eq!(encode(&Response::Ack), [1, 2]);
