@@ -23,6 +23,9 @@ pub struct Ring {
     /// members than partitions or the load cap squeezed a node out; the walk still has to
     /// reach them.
     unowned: Vec<usize>,
+    /// The zone of each member, as a small integer (members without a zone share one);
+    /// empty when there is at most one zone, so zone-blind rings take the short path.
+    zones: Vec<usize>,
 }
 
 impl Ring {
@@ -34,14 +37,27 @@ impl Ring {
         members: impl IntoIterator<Item = NodeId>,
         partitions: u32,
     ) -> Result<Ring, RingError> {
+        Self::with_zones(members.into_iter().map(|m| (m, None)), partitions)
+    }
+
+    /// Builds the ring of `members`, each with an optional zone (a failure domain: a rack,
+    /// a data centre zone). Partition ownership ignores zones; preference lists and the walk
+    /// take one member per zone first, so whenever there are at least `n` zones a key's `n`
+    /// replicas sit in `n` distinct zones, and losing a zone loses at most one of them.
+    /// Members without a zone form one zone together.
+    pub fn with_zones(
+        members: impl IntoIterator<Item = (NodeId, Option<String>)>,
+        partitions: u32,
+    ) -> Result<Ring, RingError> {
         if !partitions.is_power_of_two() || partitions > MAX_PARTITIONS {
             return Err(RingError::InvalidPartitionCount(partitions));
         }
-        let mut members: Vec<NodeId> = members.into_iter().collect();
+        let mut zoned: Vec<(NodeId, Option<String>)> = members.into_iter().collect();
+        zoned.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let members: Vec<NodeId> = zoned.iter().map(|(m, _)| m.clone()).collect();
         if members.is_empty() {
             return Err(RingError::NoMembers);
         }
-        members.sort_unstable();
         if let Some(pair) = members.windows(2).find(|pair| pair[0] == pair[1]) {
             return Err(RingError::DuplicateMember(pair[0].clone()));
         }
@@ -52,11 +68,23 @@ impl Ring {
             owns_any[owner] = true;
         }
         let unowned = (0..members.len()).filter(|&i| !owns_any[i]).collect();
+        let mut names: Vec<&Option<String>> = zoned.iter().map(|(_, z)| z).collect();
+        names.sort_unstable();
+        names.dedup();
+        let zones = if names.len() > 1 {
+            zoned
+                .iter()
+                .map(|(_, z)| names.iter().position(|n| *n == z).unwrap_or(0))
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(Ring {
             members,
             owners,
             partition_bits: partitions.trailing_zeros(),
             unowned,
+            zones,
         })
     }
 
@@ -156,8 +184,32 @@ impl Ring {
         partition.0 as usize
     }
 
-    /// Returns the first `limit` members (as indices) of the clockwise walk from `partition`.
+    /// Returns the first `limit` members (as indices) of the walk from `partition`: the
+    /// clockwise walk, reordered, when members have zones, so that one member of each zone
+    /// comes first (in walk order), then the others (in walk order).
     fn walk_indices(&self, partition: PartitionId, limit: usize) -> Vec<usize> {
+        if self.zones.is_empty() {
+            return self.clockwise_indices(partition, limit);
+        }
+        let walk = self.clockwise_indices(partition, self.members.len());
+        let mut zone_taken = vec![false; self.zones.len()];
+        let (mut first, mut rest) = (Vec::new(), Vec::new());
+        for member in walk {
+            let zone = self.zones[member];
+            if zone_taken[zone] {
+                rest.push(member);
+            } else {
+                zone_taken[zone] = true;
+                first.push(member);
+            }
+        }
+        first.extend(rest);
+        first.truncate(limit);
+        first
+    }
+
+    /// Returns the first `limit` members (as indices) of the clockwise walk from `partition`.
+    fn clockwise_indices(&self, partition: PartitionId, limit: usize) -> Vec<usize> {
         let start = self.slot(partition);
         let limit = limit.min(self.members.len());
         let mut chosen = Vec::with_capacity(limit);

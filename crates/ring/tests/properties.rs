@@ -200,3 +200,43 @@ proptest! {
         prop_assert!(moved <= fair + MOVE_MARGIN * p, "moved {moved}, fair share {fair:.1}");
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Always: with at least n zones, every preference list puts its n replicas in n
+    /// distinct zones, and the walk still holds every member once.
+    #[test]
+    fn with_enough_zones_every_preference_list_spans_distinct_zones(
+        members in node_ids(3..=12),
+        zone_count in 3usize..=4,
+        n in 1usize..=3,
+    ) {
+        let zoned: Vec<(NodeId, Option<String>)> = members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.clone(), Some(format!("z{}", i % zone_count))))
+            .collect();
+        let zone_of = |id: &NodeId| zoned.iter().find(|(m, _)| m == id).and_then(|(_, z)| z.clone());
+        let ring = Ring::with_zones(zoned.clone(), DEFAULT_PARTITIONS).unwrap();
+        for partition in ring.partitions() {
+            let list = ring.preference_list_for(partition, n);
+            let zones: BTreeSet<Option<String>> = list.iter().map(zone_of).collect();
+            prop_assert_eq!(zones.len(), n, "partition {} list {:?}", partition, list);
+            let walk = ring.walk(partition);
+            prop_assert_eq!(&walk[..n], &list[..]);
+            prop_assert_eq!(walk.iter().collect::<BTreeSet<_>>().len(), members.len());
+        }
+    }
+
+    /// Always: a ring whose members share one zone (or have none) places exactly like a
+    /// zone-blind ring, so zones change nothing for clusters that do not use them.
+    #[test]
+    fn one_zone_places_like_no_zones(members in node_ids(1..=8)) {
+        let plain = Ring::new(members.clone(), DEFAULT_PARTITIONS).unwrap();
+        let same = Ring::with_zones(members.iter().map(|m| (m.clone(), Some("a".to_string()))), DEFAULT_PARTITIONS).unwrap();
+        for partition in plain.partitions() {
+            prop_assert_eq!(plain.walk(partition), same.walk(partition));
+        }
+    }
+}
