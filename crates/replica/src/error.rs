@@ -86,6 +86,9 @@ pub enum StoreError {
     /// A filesystem operation around the database failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    /// The store was opened with options it cannot honour; the text names the option.
+    #[error("invalid store options: {0}")]
+    InvalidOptions(String),
 }
 
 impl StoreError {
@@ -96,6 +99,7 @@ impl StoreError {
     }
 }
 
+#[cfg(feature = "rocksdb-store")]
 impl From<rocksdb::Error> for StoreError {
     fn from(err: rocksdb::Error) -> Self {
         StoreError::Db(err.into_string())

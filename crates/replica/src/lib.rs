@@ -70,11 +70,13 @@
 pub mod codec;
 pub mod error;
 pub mod object;
+#[cfg(feature = "rocksdb-store")]
 pub mod store;
 pub mod version;
 
 pub use codec::{decode_record, encode_record, RECORD_FORMAT_V1};
 pub use error::{CodecError, StoreError, VersionError};
 pub use object::{Sibling, Value, VersionedObject};
-pub use store::{Store, StoreOptions, SyncPolicy};
+#[cfg(feature = "rocksdb-store")]
+pub use store::{Hint, HintRefusal, Store, StoreOptions, SyncPolicy, Tombstone, TombstonePage};
 pub use version::{ActorId, Dot, VersionVector};

@@ -53,12 +53,22 @@ use crate::error::{CodecError, StoreError};
 use crate::object::{Value, VersionedObject};
 use crate::version::{ActorId, VersionVector};
 
+mod antientropy;
+mod hints;
+mod tombstones;
+
+pub use antientropy::{AAE_SEGMENTS, MAX_PARTITION_BITS};
+pub use hints::{Hint, HintRefusal};
+pub use tombstones::{Tombstone, TombstonePage};
+
 /// Column family of versioned objects.
 const CF_DATA: &str = "data";
 /// Column family of small named values.
 const CF_META: &str = "meta";
 /// Column family reserved for hinted handoff.
 const CF_HINTS: &str = "hints";
+/// Column family of the records' digests, for anti-entropy.
+const CF_AAE: &str = "aae";
 
 /// Meta key of the actor id, in the store's own namespace.
 const META_ACTOR_ID: &[u8] = b"store/actor_id";
@@ -91,10 +101,23 @@ pub enum SyncPolicy {
 }
 
 /// Options for opening a [`Store`].
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct StoreOptions {
     /// Durability of each write; see the module's durability policy.
     pub sync: SyncPolicy,
+    /// How many top bits of a key hash pick its partition in the anti-entropy hash
+    /// trees: `log2` of the ring's partition count (default 8, for 256 partitions), at
+    /// most [`MAX_PARTITION_BITS`]. A change rebuilds the trees at the next open.
+    pub partition_bits: u8,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            sync: SyncPolicy::default(),
+            partition_bits: 8,
+        }
+    }
 }
 
 /// One RocksDB database per node.
@@ -116,6 +139,9 @@ pub struct StoreOptions {
 ///   The store's own values are `store/actor_id` (8 bytes, big-endian). The
 ///   namespaces keep a node's names from ever overwriting the actor id.
 /// - `hints`: created empty; hinted handoff stores its records here.
+/// - `aae`: each data record's digest, written in the same batch as the
+///   record; the anti-entropy hash trees are built from it (layout in
+///   `store/antientropy.rs`).
 ///
 /// `Store` is `Send + Sync`; share it behind an `Arc`.
 pub struct Store {
@@ -127,6 +153,10 @@ pub struct Store {
     /// blocking thread.
     key_locks: Box<[Mutex<()>]>,
     corrupt_records: AtomicU64,
+    /// How many hints the `hints` column family holds (counted at open, then kept).
+    hint_count: AtomicU64,
+    /// The anti-entropy hash trees, one per (partition, bucket).
+    aae: antientropy::HashTrees,
 }
 
 // The coordinator shares one store across threads; keep that a compile error
@@ -166,21 +196,29 @@ impl Store {
             ColumnFamilyDescriptor::new(CF_DATA, data_column_family_options()),
             ColumnFamilyDescriptor::new(CF_META, column_family_options()),
             ColumnFamilyDescriptor::new(CF_HINTS, column_family_options()),
+            ColumnFamilyDescriptor::new(CF_AAE, aae_column_family_options()),
         ];
-        let db = DB::open_cf_descriptors(&db_options, path, column_families)?;
+        let mut db = DB::open_cf_descriptors(&db_options, path, column_families)?;
         let actor = load_or_create_actor(&db)?;
+        let aae = antientropy::HashTrees::open(&mut db, options.partition_bits)?;
         tracing::info!(path = %path.display(), %actor, "replica store opened");
 
         let mut write_options = WriteOptions::default();
         write_options.set_sync(options.sync == SyncPolicy::Always);
 
-        Ok(Store {
+        let store = Store {
             db,
             actor,
             write_options,
             key_locks: (0..KEY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             corrupt_records: AtomicU64::new(0),
-        })
+            hint_count: AtomicU64::new(0),
+            aae,
+        };
+        store
+            .hint_count
+            .store(store.count_hints()?, Ordering::Relaxed);
+        Ok(store)
     }
 
     /// Returns this database incarnation's actor id, the one that mints the
@@ -312,7 +350,7 @@ impl Store {
     /// [`StoreError::Db`].
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_wal(true)?;
-        for name in [CF_DATA, CF_META, CF_HINTS] {
+        for name in [CF_DATA, CF_META, CF_HINTS, CF_AAE] {
             self.db.flush_cf(self.cf(name)?)?;
         }
         Ok(())
@@ -333,8 +371,9 @@ impl Store {
     }
 
     /// Test and tool hook: overwrites the raw record bytes of
-    /// `bucket`/`key`, bypassing the codec, the per-key lock and every
-    /// invariant (tests use it to plant corruption). Not for the data path.
+    /// `bucket`/`key`, bypassing the codec, the per-key lock, the
+    /// anti-entropy digest and every invariant (tests use it to plant
+    /// corruption, as a fault below the store would). Not for the data path.
     ///
     /// # Errors
     /// [`StoreError::BucketTooLong`]; [`StoreError::Db`].
@@ -379,15 +418,10 @@ impl Store {
         }
     }
 
-    /// Encodes and writes one record with the store's write options.
+    /// Encodes and writes one record with the store's write options, with its
+    /// anti-entropy digest in the same batch. The caller holds the key's lock.
     fn write_object(&self, data_key: &[u8], object: &VersionedObject) -> Result<(), StoreError> {
-        self.db.put_cf_opt(
-            self.cf(CF_DATA)?,
-            data_key,
-            encode_record(object),
-            &self.write_options,
-        )?;
-        Ok(())
+        self.write_record_locked(data_key, &encode_record(object))
     }
 
     /// Counts, reports and logs a corrupt record, and returns its error.
@@ -413,6 +447,16 @@ fn data_column_family_options() -> Options {
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(&Cache::new_lru_cache(DATA_BLOCK_CACHE_BYTES));
     // Full (not block-based) filters: one probe per SST file per lookup.
+    table.set_bloom_filter(DATA_BLOOM_BITS_PER_KEY, false);
+    let mut options = column_family_options();
+    options.set_block_based_table_factory(&table);
+    options
+}
+
+/// Options of the `aae` column family: point lookups on the write path (the
+/// key's previous digest, often absent), prefix scans from anti-entropy.
+fn aae_column_family_options() -> Options {
+    let mut table = BlockBasedOptions::default();
     table.set_bloom_filter(DATA_BLOOM_BITS_PER_KEY, false);
     let mut options = column_family_options();
     options.set_block_based_table_factory(&table);

@@ -313,6 +313,7 @@ fn sync_always_store_writes_and_reopens() {
     let dir = TempDir::new().unwrap();
     let options = StoreOptions {
         sync: SyncPolicy::Always,
+        ..StoreOptions::default()
     };
     let written = {
         let store = Store::open(dir.path(), options.clone()).unwrap();
