@@ -8,25 +8,41 @@
 //! the background after the answer, so every owner receives every write it can be reached
 //! for. A read asks all owners at once and answers with the merge of the first `r` replies.
 //!
-//! The quorum is strict: only the `n` owners of the preference list count. A replica whose
-//! record is corrupt does not count towards `r`: counting it as "not found" could hide an
-//! acknowledged write when `r + w > n` relies on it.
+//! The quorum is sloppy by default (Dynamo, section 4.6): an owner the failure detector
+//! reports down is replaced by the next up node along the ring, which keeps the write as
+//! a hint and counts toward `w` ([`crate::placement`]); `sloppy=false` counts owners only,
+//! and `pr` / `pw` require that many owners among the replies, as in Riak. Every owner a
+//! write could not reach gets a hint, so it catches up when it returns ([`handoff`]).
+//! After a read has answered, the replies that arrive later are compared with the merged
+//! state and stale owners are repaired in the background (the `read` module); active
+//! anti-entropy ([`antientropy`]) and tombstone reaping (the `reaper` module) run apart
+//! from requests.
+//!
+//! A replica whose record is corrupt does not count towards `r`: counting it as "not
+//! found" could hide an acknowledged write when `r + w > n` relies on it.
+
+pub mod antientropy;
+pub mod handoff;
+mod read;
+mod reaper;
+mod write;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
-use quorumkv_replica::{Store, StoreError, Value, VersionVector, VersionedObject};
+use quorumkv_replica::{HintRefusal, Store, StoreError, Value, VersionVector, VersionedObject};
 use quorumkv_ring::{NodeId, Ring};
 use tokio::time::Instant;
 
+use crate::detector::DetectorOptions;
 use crate::error::{CoordinatorError, InputError, Operation, ReplicaFailure};
-use crate::membership::{MemberStatus, Membership};
+use crate::membership::{KnownPeer, MemberStatus, Membership};
 use crate::message::{RemoteErrorKind, Request, Response};
 use crate::props::{PropsTable, VersionedProps};
 use crate::quorum::{BucketProps, QuorumSpec};
-use crate::transport::Transport;
+use crate::transport::{Transport, TransportError};
 use crate::{BucketName, Key};
 
 /// Meta-store names under which a node keeps its own state.
@@ -44,6 +60,25 @@ pub struct CoordinatorOptions {
     pub max_timeout: Duration,
     /// Partitions of the ring (a power of two).
     pub partitions: u32,
+    /// Whether owners that cannot be reached get hints (and sloppy quorums use fallbacks).
+    pub hinted_handoff: bool,
+    /// Whether reads repair stale owners in the background (a request can turn it off).
+    pub read_repair: bool,
+    /// The most hints one node keeps.
+    pub max_hints: u64,
+    /// How long a hint is kept before it is dropped (anti-entropy repairs the key then).
+    pub hint_ttl: Duration,
+    /// How many read repairs may run at once; more are skipped (and counted).
+    pub read_repair_concurrency: usize,
+    /// The failure detector's settings.
+    pub detector: DetectorOptions,
+    /// The pace of anti-entropy rounds.
+    pub anti_entropy: antientropy::AntiEntropyOptions,
+    /// How long a tombstone must have been seen unchanged before it may be reaped; at
+    /// least `hint_ttl` (the server checks).
+    pub tombstone_grace: Duration,
+    /// This node's zone (failure domain); preference lists spread over distinct zones.
+    pub zone: Option<String>,
 }
 
 impl Default for CoordinatorOptions {
@@ -53,6 +88,15 @@ impl Default for CoordinatorOptions {
             default_timeout: Duration::from_secs(5),
             max_timeout: Duration::from_secs(60),
             partitions: quorumkv_ring::DEFAULT_PARTITIONS,
+            hinted_handoff: true,
+            read_repair: true,
+            max_hints: 1_000_000,
+            hint_ttl: Duration::from_secs(3 * 3600),
+            read_repair_concurrency: 64,
+            detector: DetectorOptions::default(),
+            anti_entropy: antientropy::AntiEntropyOptions::default(),
+            tombstone_grace: Duration::from_secs(10 * 24 * 3600),
+            zone: None,
         }
     }
 }
@@ -62,6 +106,12 @@ impl Default for CoordinatorOptions {
 pub struct ReadOptions {
     /// Read quorum; the bucket's default when absent.
     pub r: Option<QuorumSpec>,
+    /// Owners required among the replies (`pr`); 0 when absent.
+    pub pr: Option<QuorumSpec>,
+    /// Whether fallbacks may answer for down owners; true when absent.
+    pub sloppy: Option<bool>,
+    /// Whether stale owners are repaired after the answer; the node's setting when absent.
+    pub read_repair: Option<bool>,
     /// Request timeout; the node's default when absent.
     pub timeout: Option<Duration>,
 }
@@ -71,8 +121,23 @@ pub struct ReadOptions {
 pub struct WriteOptions {
     /// Write quorum; the bucket's default when absent.
     pub w: Option<QuorumSpec>,
+    /// Owners required among the acknowledgements (`pw`); 0 when absent.
+    pub pw: Option<QuorumSpec>,
+    /// Whether fallbacks may acknowledge for down owners; true when absent.
+    pub sloppy: Option<bool>,
     /// Request timeout; the node's default when absent.
     pub timeout: Option<Duration>,
+}
+
+/// A quorum after resolution against the bucket's `n`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Quorum {
+    /// Successful replies needed.
+    pub(crate) required: usize,
+    /// Of which from owners (primaries).
+    pub(crate) primaries: usize,
+    /// Whether fallbacks count.
+    pub(crate) sloppy: bool,
 }
 
 /// One live value of a key.
@@ -135,6 +200,13 @@ pub struct Coordinator {
     membership: Arc<Membership>,
     props: PropsTable,
     options: CoordinatorOptions,
+    /// Bounds the read repairs running at once.
+    repairs: Arc<tokio::sync::Semaphore>,
+    /// Where the next anti-entropy round starts.
+    anti_entropy: antientropy::AntiEntropyState,
+    /// The tombstone reaper's scan position and grace clocks. A std mutex: held for map
+    /// updates only, never across an await.
+    reaper: std::sync::Mutex<reaper::ReaperState>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -157,14 +229,20 @@ impl Coordinator {
         transport: Arc<dyn Transport>,
         options: CoordinatorOptions,
     ) -> Result<Self, CoordinatorError> {
-        let known: Vec<(NodeId, String)> = load_meta(&store, META_MEMBERS)?.unwrap_or_default();
+        let known: Vec<KnownPeer> = load_meta::<Vec<StoredPeer>>(&store, META_MEMBERS)?
+            .unwrap_or_default()
+            .into_iter()
+            .map(StoredPeer::into_known)
+            .collect();
         let props = load_meta(&store, META_PROPS)?.unwrap_or_default();
         let membership = Arc::new(Membership::new(
             node.clone(),
             advertise,
+            options.zone.clone(),
             seeds,
             &known,
             options.partitions,
+            options.detector,
         ));
         Ok(Self {
             node,
@@ -172,6 +250,9 @@ impl Coordinator {
             transport,
             membership,
             props: PropsTable::new(props),
+            repairs: Arc::new(tokio::sync::Semaphore::new(options.read_repair_concurrency)),
+            reaper: std::sync::Mutex::default(),
+            anti_entropy: antientropy::AntiEntropyState::default(),
             options,
         })
     }
@@ -227,12 +308,43 @@ impl Coordinator {
         options: ReadOptions,
     ) -> Result<ReadOutcome, CoordinatorError> {
         let props = self.bucket_props(bucket);
-        let r = resolve(options.r, "r", props.r, props.n)?;
+        let quorum = Quorum {
+            required: resolve(options.r, "r", props.r, props.n)?,
+            primaries: resolve_primaries(options.pr, "pr", props.n)?,
+            sloppy: options.sloppy.unwrap_or(true),
+        };
+        let repair = options.read_repair.unwrap_or(self.options.read_repair);
         let deadline = self.deadline(options.timeout);
         let object = self
-            .read_quorum(Operation::Get, bucket, key, props.n, r, deadline)
+            .read_quorum(
+                Operation::Get,
+                bucket,
+                key,
+                props.n,
+                quorum,
+                repair,
+                deadline,
+            )
             .await?;
         Ok(outcome(object))
+    }
+
+    /// Reads this node's own copy of `key`, with no quorum, no repair and no hints: what
+    /// this replica holds right now (for operators and tests).
+    pub async fn get_local(
+        self: &Arc<Self>,
+        bucket: &BucketName,
+        key: &Key,
+    ) -> Result<ReadOutcome, CoordinatorError> {
+        let request = Request::Get {
+            bucket: bucket.as_bytes().to_vec(),
+            key: key.as_bytes().to_vec(),
+        };
+        match self.execute_on_store(request).await {
+            Response::Object(object) => Ok(outcome(object.unwrap_or_default())),
+            Response::Error { message, .. } => Err(CoordinatorError::Internal(message)),
+            other => Err(CoordinatorError::Internal(format!("unexpected {other:?}"))),
+        }
     }
 
     /// Writes `value` to `key`, superseding what `context` covers; answers after `w`
@@ -246,7 +358,7 @@ impl Coordinator {
         options: WriteOptions,
     ) -> Result<VersionVector, CoordinatorError> {
         let props = self.bucket_props(bucket);
-        let w = resolve(options.w, "w", props.w, props.n)?;
+        let quorum = write_quorum(&options, props)?;
         let deadline = self.deadline(options.timeout);
         let value = Value::Data {
             content_type: value.content_type,
@@ -259,7 +371,7 @@ impl Coordinator {
             context,
             value,
             props.n,
-            w,
+            quorum,
             deadline,
         )
         .await
@@ -275,12 +387,20 @@ impl Coordinator {
         options: WriteOptions,
     ) -> Result<VersionVector, CoordinatorError> {
         let props = self.bucket_props(bucket);
-        let w = resolve(options.w, "w", props.w, props.n)?;
+        let quorum = write_quorum(&options, props)?;
         let deadline = self.deadline(options.timeout);
         let context = match context {
             Some(context) => context,
             None => self
-                .read_quorum(Operation::Delete, bucket, key, props.n, w, deadline)
+                .read_quorum(
+                    Operation::Delete,
+                    bucket,
+                    key,
+                    props.n,
+                    quorum,
+                    false,
+                    deadline,
+                )
                 .await?
                 .clock()
                 .clone(),
@@ -292,7 +412,7 @@ impl Coordinator {
             context,
             Value::Tombstone,
             props.n,
-            w,
+            quorum,
             deadline,
         )
         .await
@@ -350,6 +470,10 @@ impl Coordinator {
             Request::Hello => Response::Hello {
                 node: self.node.clone(),
             },
+            Request::Describe => Response::Described {
+                node: self.node.clone(),
+                zone: self.membership.zone().map(str::to_string),
+            },
             Request::GetProps => Response::Props(self.props.snapshot()),
             Request::PutProps { props } => match self.adopt_props(&props).await {
                 Ok(()) => Response::Ack,
@@ -366,7 +490,9 @@ impl Coordinator {
         let probes = self.membership.peer_addrs().into_iter().map(|addr| {
             let transport = Arc::clone(&self.transport);
             async move {
-                let answer = transport.call(&addr, &Request::Hello, probe_timeout).await;
+                let answer = transport
+                    .call(&addr, &Request::Describe, probe_timeout)
+                    .await;
                 (addr, answer)
             }
         });
@@ -374,13 +500,17 @@ impl Coordinator {
         let mut alive = Vec::new();
         for (addr, answer) in futures::future::join_all(probes).await {
             match answer {
-                Ok(Response::Hello { node }) => {
-                    learned |= self.membership.record_alive(&addr, node);
+                Ok(Response::Described { node, zone }) => {
+                    learned |= self.membership.record_alive(&addr, node, zone);
                     alive.push(addr);
                 }
-                _ => self.membership.record_unreachable(&addr),
+                Err(TransportError::Unreachable(_)) => {
+                    self.membership.record_unreachable(&addr, true);
+                }
+                _ => self.membership.record_unreachable(&addr, false),
             }
         }
+        metrics::gauge!("quorumkv_nodes_down").set(self.membership.down_count() as f64);
         if learned {
             let peers = self.membership.known_peers();
             if let Err(error) = self.save_meta(META_MEMBERS, &peers).await {
@@ -417,172 +547,35 @@ impl Coordinator {
         })
     }
 
-    fn preference_list(
-        &self,
-        bucket: &BucketName,
-        key: &Key,
-        n: usize,
-    ) -> Result<Vec<NodeId>, CoordinatorError> {
-        Ok(self
-            .ring()?
-            .preference_list(bucket.as_bytes(), key.as_bytes(), n))
-    }
-
-    async fn read_quorum(
-        self: &Arc<Self>,
-        operation: Operation,
-        bucket: &BucketName,
-        key: &Key,
-        n: usize,
-        r: usize,
-        deadline: Instant,
-    ) -> Result<VersionedObject, CoordinatorError> {
-        let owners = self.preference_list(bucket, key, n)?;
-        let request = Request::Get {
-            bucket: bucket.as_bytes().to_vec(),
-            key: key.as_bytes().to_vec(),
-        };
-        let mut pending = self.fan_out(&owners, &request, deadline);
-        let mut merged = VersionedObject::new();
-        let mut answered = 0;
-        let mut failures = Vec::new();
-        while answered < r {
-            match tokio::time::timeout_at(deadline, pending.next()).await {
-                Ok(Some((_, Ok(Response::Object(object))))) => {
-                    if let Some(object) = object {
-                        merged.merge(&object);
-                    }
-                    answered += 1;
-                }
-                Ok(Some((node, Ok(other)))) => failures.push(unexpected(node, &other)),
-                Ok(Some((node, Err(reason)))) => failures.push(ReplicaFailure { node, reason }),
-                Ok(None) => break,
-                Err(_) => {
-                    failures.push(timed_out_failure(&owners, &failures, answered));
-                    break;
-                }
-            }
-        }
-        if answered < r {
-            return Err(quorum_unavailable(operation, r, answered, failures));
-        }
-        Ok(merged)
-    }
-
-    #[allow(clippy::too_many_arguments)] // one call site per operation; a struct would only rename them
-    async fn write_quorum(
-        self: &Arc<Self>,
-        operation: Operation,
-        bucket: &BucketName,
-        key: &Key,
-        context: VersionVector,
-        value: Value,
-        n: usize,
-        w: usize,
-        deadline: Instant,
-    ) -> Result<VersionVector, CoordinatorError> {
-        let owners = self.preference_list(bucket, key, n)?;
-        if owners.len() < w {
-            return Err(quorum_unavailable(
-                operation,
-                w,
-                0,
-                vec![ReplicaFailure {
-                    node: self.node.clone(),
-                    reason: format!("the cluster has only {} members", owners.len()),
-                }],
-            ));
-        }
-        // The minter is this node when it owns the key (no extra hop), else the first owner
-        // that answers, in preference order.
-        let mut candidates = owners.clone();
-        if let Some(me) = candidates.iter().position(|n| *n == self.node) {
-            let me = candidates.remove(me);
-            candidates.insert(0, me);
-        }
-        let mint = Request::Coordinate {
-            bucket: bucket.as_bytes().to_vec(),
-            key: key.as_bytes().to_vec(),
-            context,
-            value,
-        };
-        let mut failures = Vec::new();
-        let mut minted = None;
-        for candidate in &candidates {
-            if Instant::now() >= deadline {
-                break;
-            }
-            match self.call_replica(candidate, mint.clone(), deadline).await {
-                Ok(Response::Object(Some(object))) => {
-                    minted = Some((candidate.clone(), object));
-                    break;
-                }
-                Ok(other) => failures.push(unexpected(candidate.clone(), &other)),
-                Err(reason) => failures.push(ReplicaFailure {
-                    node: candidate.clone(),
-                    reason,
-                }),
-            }
-        }
-        let Some((minter, object)) = minted else {
-            return Err(quorum_unavailable(operation, w, 0, failures));
-        };
-        let others: Vec<NodeId> = owners.into_iter().filter(|n| *n != minter).collect();
-        let merge = Request::Merge {
-            bucket: bucket.as_bytes().to_vec(),
-            key: key.as_bytes().to_vec(),
-            object: object.clone(),
-        };
-        let mut pending = self.fan_out(&others, &merge, deadline);
-        let mut acks = 1;
-        while acks < w {
-            match tokio::time::timeout_at(deadline, pending.next()).await {
-                Ok(Some((_, Ok(Response::Ack)))) => acks += 1,
-                Ok(Some((node, Ok(other)))) => failures.push(unexpected(node, &other)),
-                Ok(Some((node, Err(reason)))) => failures.push(ReplicaFailure { node, reason }),
-                Ok(None) => break,
-                Err(_) => {
-                    failures.push(timed_out_failure(&others, &failures, acks - 1));
-                    break;
-                }
-            }
-        }
-        if acks < w {
-            return Err(quorum_unavailable(operation, w, acks, failures));
-        }
-        Ok(object.clock().clone())
-    }
-
-    /// Sends `request` to every node at once. Each send runs as its own task, so sends the
+    /// Sends each request to its node at once. Each send runs as its own task, so sends the
     /// caller stops waiting for still complete (a write reaches every owner it can).
-    fn fan_out(
+    pub(crate) fn fan_out(
         self: &Arc<Self>,
-        nodes: &[NodeId],
-        request: &Request,
+        sends: Vec<(NodeId, Request)>,
         deadline: Instant,
-    ) -> FuturesUnordered<impl std::future::Future<Output = (NodeId, Result<Response, String>)>>
-    {
-        nodes
-            .iter()
-            .map(|node| {
+    ) -> FuturesUnordered<
+        impl std::future::Future<Output = (NodeId, Result<Response, String>)> + Send + 'static,
+    > {
+        sends
+            .into_iter()
+            .map(|(node, request)| {
                 let this = Arc::clone(self);
-                let node = node.clone();
-                let request = request.clone();
-                let task = tokio::spawn(async move {
-                    let result = this.call_replica(&node, request, deadline).await;
-                    (node, result)
-                });
+                let task_node = node.clone();
+                let task =
+                    tokio::spawn(
+                        async move { this.call_replica(&task_node, request, deadline).await },
+                    );
                 async move {
                     match task.await {
-                        Ok(done) => done,
-                        Err(e) => (NodeId::new("?"), Err(format!("replica task failed: {e}"))),
+                        Ok(result) => (node, result),
+                        Err(e) => (node, Err(format!("replica task failed: {e}"))),
                     }
                 }
             })
             .collect()
     }
 
-    async fn call_replica(
+    pub(crate) async fn call_replica(
         self: &Arc<Self>,
         node: &NodeId,
         request: Request,
@@ -612,8 +605,9 @@ impl Coordinator {
 
     /// Runs a storage request on the local store, on a blocking thread (RocksDB calls block,
     /// and with `--sync always` a write waits for an fsync).
-    async fn execute_on_store(self: &Arc<Self>, request: Request) -> Response {
+    pub(crate) async fn execute_on_store(self: &Arc<Self>, request: Request) -> Response {
         let store = Arc::clone(&self.store);
+        let max_hints = self.options.max_hints;
         let work = move || match request {
             Request::Get { bucket, key } => store.get(&bucket, &key).map(Response::Object),
             Request::Coordinate {
@@ -632,10 +626,32 @@ impl Coordinator {
             Request::BucketHasKeys { bucket } => {
                 store.bucket_has_keys(&bucket).map(Response::HasKeys)
             }
-            Request::Hello | Request::GetProps | Request::PutProps { .. } => Ok(Response::Error {
-                kind: RemoteErrorKind::BadRequest,
-                message: "not a storage request".into(),
-            }),
+            Request::GetHint { owner, bucket, key } => store
+                .get_hint(owner.as_str(), &bucket, &key)
+                .map(Response::Object),
+            Request::MergeHint {
+                owner,
+                bucket,
+                key,
+                object,
+            } => store
+                .store_hint(owner.as_str(), &bucket, &key, &object, max_hints)
+                .map(|stored| match stored {
+                    Ok(()) => Response::Ack,
+                    Err(HintRefusal::Full) => Response::Error {
+                        kind: RemoteErrorKind::HintsFull,
+                        message: "this node holds its maximum number of hints".into(),
+                    },
+                }),
+            request @ (Request::AaeRoots { .. }
+            | Request::AaeSegments { .. }
+            | Request::AaeKeys { .. }) => antientropy::serve(&store, request),
+            Request::Hello | Request::Describe | Request::GetProps | Request::PutProps { .. } => {
+                Ok(Response::Error {
+                    kind: RemoteErrorKind::BadRequest,
+                    message: "not a storage request".into(),
+                })
+            }
         };
         match tokio::task::spawn_blocking(work).await {
             Ok(Ok(response)) => response,
@@ -655,7 +671,11 @@ impl Coordinator {
         let request = Request::BucketHasKeys {
             bucket: bucket.as_bytes().to_vec(),
         };
-        let mut pending = self.fan_out(&members, &request, deadline);
+        let sends = members
+            .iter()
+            .map(|m| (m.clone(), request.clone()))
+            .collect();
+        let mut pending = self.fan_out(sends, deadline);
         let mut answered = 0;
         let mut failures = Vec::new();
         while let Some((node, result)) = pending.next().await {
@@ -710,6 +730,23 @@ impl Coordinator {
     }
 }
 
+/// A persisted peer: `[id, addr, zone]`, or `[id, addr]` as written before zones existed.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum StoredPeer {
+    Zoned(NodeId, String, Option<String>),
+    Plain(NodeId, String),
+}
+
+impl StoredPeer {
+    fn into_known(self) -> KnownPeer {
+        match self {
+            Self::Zoned(id, addr, zone) => (id, addr, zone),
+            Self::Plain(id, addr) => (id, addr, None),
+        }
+    }
+}
+
 fn load_meta<T: serde::de::DeserializeOwned>(
     store: &Store,
     name: &str,
@@ -734,7 +771,27 @@ fn resolve(
     spec.unwrap_or(QuorumSpec::Count(default)).resolve(param, n)
 }
 
-fn outcome(object: VersionedObject) -> ReadOutcome {
+/// `pr` / `pw`: like `r` / `w`, but 0 (the default) is allowed.
+fn resolve_primaries(
+    spec: Option<QuorumSpec>,
+    param: &'static str,
+    n: usize,
+) -> Result<usize, InputError> {
+    match spec {
+        None | Some(QuorumSpec::Count(0)) => Ok(0),
+        Some(spec) => spec.resolve(param, n),
+    }
+}
+
+fn write_quorum(options: &WriteOptions, props: BucketProps) -> Result<Quorum, InputError> {
+    Ok(Quorum {
+        required: resolve(options.w, "w", props.w, props.n)?,
+        primaries: resolve_primaries(options.pw, "pw", props.n)?,
+        sloppy: options.sloppy.unwrap_or(true),
+    })
+}
+
+pub(crate) fn outcome(object: VersionedObject) -> ReadOutcome {
     let values: Vec<LiveValue> = object
         .live_values()
         .map(|(content_type, bytes)| LiveValue {
@@ -753,7 +810,7 @@ fn outcome(object: VersionedObject) -> ReadOutcome {
     }
 }
 
-fn quorum_unavailable(
+pub(crate) fn quorum_unavailable(
     operation: Operation,
     required: usize,
     answered: usize,
@@ -768,19 +825,14 @@ fn quorum_unavailable(
     }
 }
 
-fn timed_out_failure(
-    nodes: &[NodeId],
-    failures: &[ReplicaFailure],
-    answered: usize,
-) -> ReplicaFailure {
-    let silent = nodes.len().saturating_sub(failures.len() + answered);
+pub(crate) fn timed_out_failure(silent: usize) -> ReplicaFailure {
     ReplicaFailure {
         node: NodeId::new("*"),
         reason: format!("{silent} replica(s) did not answer before the timeout"),
     }
 }
 
-fn unexpected(node: NodeId, response: &Response) -> ReplicaFailure {
+pub(crate) fn unexpected(node: NodeId, response: &Response) -> ReplicaFailure {
     ReplicaFailure {
         node,
         reason: format!("unexpected response {response:?}"),
@@ -803,5 +855,31 @@ fn store_error(error: &StoreError) -> Response {
     Response::Error {
         kind,
         message: error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persisted_peers_are_read_with_or_without_a_zone() {
+        let old: Vec<StoredPeer> = serde_json::from_str(r#"[["n2","h:2"]]"#).expect("old form");
+        let new: Vec<StoredPeer> =
+            serde_json::from_str(r#"[["n2","h:2","z1"],["n3","h:3",null]]"#).expect("new form");
+        let known = |peers: Vec<StoredPeer>| -> Vec<KnownPeer> {
+            peers.into_iter().map(StoredPeer::into_known).collect()
+        };
+        assert_eq!(
+            known(old),
+            vec![(NodeId::new("n2"), "h:2".to_string(), None)]
+        );
+        assert_eq!(
+            known(new),
+            vec![
+                (NodeId::new("n2"), "h:2".to_string(), Some("z1".to_string())),
+                (NodeId::new("n3"), "h:3".to_string(), None)
+            ]
+        );
     }
 }

@@ -9,10 +9,11 @@
 //! and a causal context that covers them, and a write that carries that context replaces
 //! exactly what it covers.
 //!
-//! # Invariants
+//! # Invariants (see also docs/consistency.md)
 //!
-//! - A write is acknowledged only after `w` owners stored it durably (each replica's store
-//!   writes through its WAL before answering).
+//! - A write is acknowledged only after `w` replicas stored it durably (each store writes
+//!   through its WAL before answering): owners, or, for a sloppy quorum, fallbacks that
+//!   keep it as a hint for a down owner. `pw` and `sloppy=false` require owners.
 //! - A version is minted at exactly one replica, from that replica's own state, so its dot
 //!   is unique; the other owners merge the minted state, which is a CRDT join and therefore
 //!   safe to repeat and to reorder.
@@ -21,30 +22,38 @@
 //!
 //! # Deliberate simplifications (lifted by later work)
 //!
-//! - Strict quorum: only the `n` owners count. Sloppy quorum, hinted handoff (the store has
-//!   a hints column family for it), read repair and anti-entropy come later.
 //! - Static membership: the seeds given at start, ids learned by asking them.
-//! - Liveness is a plain heartbeat, used for reporting only.
+//! - A write is minted only at an owner that is up; with every owner down a write fails
+//!   even when fallbacks are up (fallbacks only keep copies, they never order writes).
 //!
 //! # Layout
 //!
 //! [`names`] validates bucket names and keys, [`quorum`] holds the r/w/n arithmetic,
+//! [`placement`] picks owners and fallbacks, [`detector`] is the failure detector,
 //! [`context`] the client-facing causal context token, [`message`] the internode protocol,
 //! [`transport`] the trait that carries it, [`membership`] the members and ring, [`props`]
-//! cluster-wide bucket properties, and [`coordinator`] the request path itself.
+//! cluster-wide bucket properties, and [`coordinator`] the request path itself, with its
+//! background mechanisms in submodules: hinted handoff ([`coordinator::handoff`]), read
+//! repair, active anti-entropy ([`coordinator::antientropy`]) and tombstone reaping.
 
 pub mod context;
+#[cfg(feature = "store")]
 pub mod coordinator;
+pub mod detector;
 pub mod error;
 pub mod membership;
 pub mod message;
 pub mod names;
+pub mod placement;
 pub mod props;
 pub mod quorum;
 pub mod transport;
 
 pub use context::{decode_context, encode_context};
+#[cfg(feature = "store")]
 pub use coordinator::{
+    antientropy::{AntiEntropyOptions, AntiEntropyStats},
+    handoff::HandoffStats,
     ClusterView, Coordinator, CoordinatorOptions, LiveValue, PropsUpdate, ReadOptions, ReadOutcome,
     WriteOptions,
 };
@@ -56,5 +65,7 @@ pub use transport::{Transport, TransportError};
 
 /// Re-exported so that callers need not depend on the replica and ring crates for the
 /// types that cross this crate's API.
-pub use quorumkv_replica::{SyncPolicy, VersionVector};
+#[cfg(feature = "store")]
+pub use quorumkv_replica::SyncPolicy;
+pub use quorumkv_replica::VersionVector;
 pub use quorumkv_ring::NodeId;

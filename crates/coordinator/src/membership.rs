@@ -7,13 +7,16 @@
 //! known the node has no ring and refuses data requests: placing keys on a partial ring
 //! would put them where a full-ring read never looks.
 //!
-//! Liveness is a plain heartbeat: a peer that failed its last probe is `down`. The ring is
+//! Liveness comes from a phi-accrual failure detector per peer ([`crate::detector`]). The ring is
 //! an immutable snapshot behind an `Arc`, swapped whole when the member set changes.
 
 use std::sync::{Arc, RwLock};
+use std::time::Instant;
 
 use quorumkv_ring::{NodeId, Ring};
 use serde::Serialize;
+
+use crate::detector::{DetectorOptions, PhiDetector};
 
 /// A member as this node sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -36,11 +39,15 @@ pub enum Liveness {
     Down,
 }
 
+/// A peer learned in an earlier run, as persisted: id, address, zone.
+pub type KnownPeer = (NodeId, String, Option<String>);
+
 #[derive(Clone, Debug)]
 struct Peer {
     addr: String,
     id: Option<NodeId>,
-    up: bool,
+    zone: Option<String>,
+    detector: PhiDetector,
 }
 
 #[derive(Debug)]
@@ -54,40 +61,45 @@ struct State {
 pub struct Membership {
     node: NodeId,
     addr: String,
+    zone: Option<String>,
     partitions: u32,
+    detector: DetectorOptions,
     // A std RwLock: every request reads the ring; changes are rare and never held across await.
     state: RwLock<State>,
 }
 
 impl Membership {
-    /// A membership of `node` (listening at `addr`) and the seed addresses; `known` are
-    /// (id, address) pairs learned in an earlier run.
+    /// A membership of `node` (listening at `addr`, in `zone`) and the seed addresses;
+    /// `known` are the peers learned in an earlier run.
+    #[allow(clippy::too_many_arguments)] // the node's identity and settings, each used once
     pub fn new(
         node: NodeId,
         addr: String,
+        zone: Option<String>,
         seeds: &[String],
-        known: &[(NodeId, String)],
+        known: &[KnownPeer],
         partitions: u32,
+        detector: DetectorOptions,
     ) -> Self {
         let mut peers: Vec<Peer> = Vec::new();
         for seed in seeds {
             if *seed == addr || peers.iter().any(|p| p.addr == *seed) {
                 continue;
             }
-            let id = known
-                .iter()
-                .find(|(id, a)| a == seed && *id != node)
-                .map(|(id, _)| id.clone());
+            let learned = known.iter().find(|(id, a, _)| a == seed && *id != node);
             peers.push(Peer {
                 addr: seed.clone(),
-                id,
-                up: false,
+                id: learned.map(|(id, _, _)| id.clone()),
+                zone: learned.and_then(|(_, _, zone)| zone.clone()),
+                detector: PhiDetector::default(),
             });
         }
         let membership = Self {
             node,
             addr,
+            zone,
             partitions,
+            detector,
             state: RwLock::new(State { peers, ring: None }),
         };
         membership.rebuild_ring();
@@ -131,9 +143,9 @@ impl Membership {
         self.read().peers.iter().map(|p| p.addr.clone()).collect()
     }
 
-    /// Records that the node at `addr` answered as `id`. Returns true when that changed the
-    /// member set (the caller persists it).
-    pub fn record_alive(&self, addr: &str, id: NodeId) -> bool {
+    /// Records that the node at `addr` answered as `id` in `zone`. Returns true when that
+    /// changed the member set or a zone (the caller persists it).
+    pub fn record_alive(&self, addr: &str, id: NodeId, zone: Option<String>) -> bool {
         let mut state = self.write();
         let duplicate = id == self.node
             || state
@@ -152,40 +164,63 @@ impl Membership {
         let Some(peer) = state.peers.iter_mut().find(|p| p.addr == addr) else {
             return false;
         };
-        peer.up = true;
-        if peer.id.as_ref() == Some(&id) {
+        let was_up = peer.detector.is_up(Instant::now(), &self.detector);
+        peer.detector.answered(Instant::now());
+        if !was_up && peer.id.is_some() {
+            tracing::info!(%addr, %id, "peer is up");
+        }
+        if peer.id.as_ref() == Some(&id) && peer.zone == zone {
             return false;
         }
-        tracing::info!(%addr, %id, "learned member");
+        tracing::info!(%addr, %id, ?zone, "learned member");
         peer.id = Some(id);
+        peer.zone = zone;
         drop(state);
         self.rebuild_ring();
         true
     }
 
-    /// Records that the node at `addr` did not answer its probe.
-    pub fn record_unreachable(&self, addr: &str) {
+    /// Records that the node at `addr` did not answer its probe; `refused` when nothing
+    /// listens there (down at once), otherwise the detector's suspicion grows with time.
+    pub fn record_unreachable(&self, addr: &str, refused: bool) {
+        let now = Instant::now();
         let mut state = self.write();
         if let Some(peer) = state.peers.iter_mut().find(|p| p.addr == addr) {
-            if peer.up {
+            let was_up = peer.detector.is_up(now, &self.detector);
+            if refused {
+                peer.detector.refused();
+            }
+            if was_up && !peer.detector.is_up(now, &self.detector) {
                 tracing::warn!(%addr, "peer is down");
             }
-            peer.up = false;
         }
     }
 
-    /// Whether `id` answered its last probe (this node always has).
+    /// Whether `id` is up as the failure detector sees it now (this node always is).
     pub fn is_up(&self, id: &NodeId) -> bool {
-        *id == self.node
-            || self
-                .read()
-                .peers
-                .iter()
-                .any(|p| p.id.as_ref() == Some(id) && p.up)
+        if *id == self.node {
+            return true;
+        }
+        let now = Instant::now();
+        self.read()
+            .peers
+            .iter()
+            .any(|p| p.id.as_ref() == Some(id) && p.detector.is_up(now, &self.detector))
+    }
+
+    /// How many known peers are down now.
+    pub fn down_count(&self) -> usize {
+        let now = Instant::now();
+        self.read()
+            .peers
+            .iter()
+            .filter(|p| p.id.is_some() && !p.detector.is_up(now, &self.detector))
+            .count()
     }
 
     /// Every member with a known id, this node first, then by id.
     pub fn members(&self) -> Vec<MemberStatus> {
+        let now = Instant::now();
         let state = self.read();
         let mut others: Vec<MemberStatus> = state
             .peers
@@ -194,7 +229,11 @@ impl Membership {
                 p.id.as_ref().map(|id| MemberStatus {
                     id: id.clone(),
                     addr: p.addr.clone(),
-                    status: if p.up { Liveness::Up } else { Liveness::Down },
+                    status: if p.detector.is_up(now, &self.detector) {
+                        Liveness::Up
+                    } else {
+                        Liveness::Down
+                    },
                 })
             })
             .collect();
@@ -208,13 +247,18 @@ impl Membership {
         all
     }
 
-    /// (id, address) of every known peer, for persisting.
-    pub fn known_peers(&self) -> Vec<(NodeId, String)> {
+    /// Every known peer, for persisting.
+    pub fn known_peers(&self) -> Vec<KnownPeer> {
         self.read()
             .peers
             .iter()
-            .filter_map(|p| p.id.clone().map(|id| (id, p.addr.clone())))
+            .filter_map(|p| p.id.clone().map(|id| (id, p.addr.clone(), p.zone.clone())))
             .collect()
+    }
+
+    /// This node's zone.
+    pub fn zone(&self) -> Option<&str> {
+        self.zone.as_deref()
     }
 
     /// The number of partitions of the ring.
@@ -228,11 +272,15 @@ impl Membership {
             state.ring = None;
             return;
         }
-        let mut ids: Vec<NodeId> = state.peers.iter().filter_map(|p| p.id.clone()).collect();
-        ids.push(self.node.clone());
-        ids.sort();
-        ids.dedup();
-        match Ring::new(ids, self.partitions) {
+        let mut members: Vec<(NodeId, Option<String>)> = state
+            .peers
+            .iter()
+            .filter_map(|p| p.id.clone().map(|id| (id, p.zone.clone())))
+            .collect();
+        members.push((self.node.clone(), self.zone.clone()));
+        members.sort();
+        members.dedup_by(|a, b| a.0 == b.0);
+        match Ring::with_zones(members, self.partitions) {
             Ok(ring) => {
                 tracing::info!(members = ring.members().len(), "ring formed");
                 state.ring = Some(Arc::new(ring));
@@ -268,12 +316,20 @@ mod tests {
     #[test]
     fn ring_forms_only_once_every_seed_is_known() {
         let seeds = vec!["h:2".to_string(), "h:3".to_string(), "h:1".to_string()];
-        let m = Membership::new(id("a"), "h:1".into(), &seeds, &[], 16);
+        let m = Membership::new(
+            id("a"),
+            "h:1".into(),
+            None,
+            &seeds,
+            &[],
+            16,
+            DetectorOptions::default(),
+        );
         assert!(m.ring().is_none());
         assert_eq!(m.unknown_seeds(), vec!["h:2", "h:3"]);
-        assert!(m.record_alive("h:2", id("b")));
+        assert!(m.record_alive("h:2", id("b"), None));
         assert!(m.ring().is_none());
-        assert!(m.record_alive("h:3", id("c")));
+        assert!(m.record_alive("h:3", id("c"), None));
         let ring = m.ring().expect("ring");
         assert_eq!(ring.members().len(), 3);
         assert_eq!(m.addr_of(&id("c")).as_deref(), Some("h:3"));
@@ -285,24 +341,66 @@ mod tests {
         let m = Membership::new(
             id("a"),
             "h:1".into(),
+            None,
             &seeds,
-            &[(id("b"), "h:2".into())],
+            &[(id("b"), "h:2".into(), None)],
             16,
+            DetectorOptions::default(),
         );
         assert!(m.ring().is_some());
         assert!(!m.is_up(&id("b")));
-        m.record_alive("h:2", id("b"));
+        m.record_alive("h:2", id("b"), None);
         assert!(m.is_up(&id("b")));
-        m.record_unreachable("h:2");
+        m.record_unreachable("h:2", true);
         assert!(!m.is_up(&id("b")));
+    }
+
+    #[test]
+    fn zones_learned_from_peers_shape_the_ring() {
+        let seeds: Vec<String> = (2..=6).map(|i| format!("h:{i}")).collect();
+        let m = Membership::new(
+            id("n1"),
+            "h:1".into(),
+            Some("z1".into()),
+            &seeds,
+            &[],
+            16,
+            DetectorOptions::default(),
+        );
+        for i in 2..=6 {
+            let zone = format!("z{}", (i - 1) % 3 + 1);
+            assert!(m.record_alive(&format!("h:{i}"), id(&format!("n{i}")), Some(zone)));
+        }
+        let ring = m.ring().expect("ring");
+        let zone = |node: &NodeId| (node.as_str()[1..].parse::<usize>().expect("n<i>") - 1) % 3;
+        for partition in ring.partitions() {
+            let zones: std::collections::BTreeSet<usize> = ring
+                .preference_list_for(partition, 3)
+                .iter()
+                .map(zone)
+                .collect();
+            assert_eq!(zones.len(), 3);
+        }
+        assert_eq!(m.known_peers().len(), 5);
+        // A zone change is a change to persist; the same answer again is not.
+        assert!(m.record_alive("h:2", id("n2"), Some("z9".into())));
+        assert!(!m.record_alive("h:2", id("n2"), Some("z9".into())));
     }
 
     #[test]
     fn a_seed_answering_with_our_own_id_is_not_a_member() {
         let seeds = vec!["localhost:1".to_string()];
-        let m = Membership::new(id("a"), "h:1".into(), &seeds, &[], 16);
+        let m = Membership::new(
+            id("a"),
+            "h:1".into(),
+            None,
+            &seeds,
+            &[],
+            16,
+            DetectorOptions::default(),
+        );
         assert!(m.ring().is_none());
-        assert!(!m.record_alive("localhost:1", id("a")));
+        assert!(!m.record_alive("localhost:1", id("a"), None));
         assert_eq!(m.ring().expect("ring").members(), &[id("a")]);
     }
 }

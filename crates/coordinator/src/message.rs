@@ -66,6 +66,50 @@ pub enum Request {
         /// Bucket name to its versioned properties.
         props: BTreeMap<String, VersionedProps>,
     },
+    /// The hint this node holds for `owner` on a key (a sloppy read at a fallback).
+    GetHint {
+        /// The owner the hint is kept for.
+        owner: NodeId,
+        /// Bucket name bytes.
+        bucket: Vec<u8>,
+        /// Key bytes.
+        key: Vec<u8>,
+    },
+    /// Keep this state of a key as a hint for `owner`, which is down (a sloppy write at a
+    /// fallback).
+    MergeHint {
+        /// The owner the hint is kept for.
+        owner: NodeId,
+        /// Bucket name bytes.
+        bucket: Vec<u8>,
+        /// Key bytes.
+        key: Vec<u8>,
+        /// The coordinator's full state of the key.
+        object: VersionedObject,
+    },
+    /// The root hash of each anti-entropy tree (one per bucket) of a partition.
+    AaeRoots {
+        /// The partition.
+        partition: u32,
+    },
+    /// The 256 segment hashes of the anti-entropy tree of a partition and bucket.
+    AaeSegments {
+        /// The partition.
+        partition: u32,
+        /// Bucket name bytes.
+        bucket: Vec<u8>,
+    },
+    /// The (key, digest) pairs of some segments of an anti-entropy tree.
+    AaeKeys {
+        /// The partition.
+        partition: u32,
+        /// Bucket name bytes.
+        bucket: Vec<u8>,
+        /// The segments, each a `u8`.
+        segments: Vec<u8>,
+    },
+    /// Who are you, and in which zone? The liveness probe.
+    Describe,
 }
 
 /// The answer to a [`Request`].
@@ -91,6 +135,19 @@ pub enum Response {
         /// Details for logs and error messages.
         message: String,
     },
+    /// Answer to [`Request::AaeRoots`]: (bucket, root hash), in bucket order.
+    AaeRoots(Vec<(Vec<u8>, u64)>),
+    /// Answer to [`Request::AaeSegments`]: 256 segment hashes.
+    AaeSegments(Vec<u64>),
+    /// Answer to [`Request::AaeKeys`]: (key, record digest) pairs.
+    AaeKeys(Vec<(Vec<u8>, u64)>),
+    /// Answer to [`Request::Describe`].
+    Described {
+        /// The answering node's id.
+        node: NodeId,
+        /// Its zone, if it has one.
+        zone: Option<String>,
+    },
 }
 
 /// Why a replica refused a request.
@@ -102,6 +159,8 @@ pub enum RemoteErrorKind {
     Storage,
     /// The request was malformed or invalid.
     BadRequest,
+    /// The node holds as many hints as it may.
+    HintsFull,
 }
 
 /// A body that could not be decoded.

@@ -37,6 +37,27 @@ pub struct VersionedProps {
     pub version: PropsVersion,
 }
 
+/// A change of bucket properties as a client sends it, in JSON: any subset of `n`, `r` and
+/// `w`, each a non-negative integer; any other field is refused (a typo must not be
+/// silently ignored). Ranges are checked later, against the bucket's current properties.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PropsPatch {
+    /// New replication factor.
+    pub n: Option<usize>,
+    /// New default read quorum.
+    pub r: Option<usize>,
+    /// New default write quorum.
+    pub w: Option<usize>,
+}
+
+impl PropsPatch {
+    /// Parses a JSON body; an error, never a panic, whatever the bytes.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
 /// Every configured bucket's properties, as this node knows them.
 #[derive(Debug, Default)]
 pub struct PropsTable {
@@ -92,7 +113,10 @@ impl PropsTable {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let floor = self.get(bucket).map_or(0, |p| p.version.millis + 1);
+        // Saturating: a table loaded from disk or pushed by a peer may hold any u64.
+        let floor = self
+            .get(bucket)
+            .map_or(0, |p| p.version.millis.saturating_add(1));
         PropsVersion {
             millis: now.max(floor),
             node: node.clone(),
@@ -121,6 +145,38 @@ mod tests {
     }
 
     #[test]
+    fn patches_take_any_subset_and_refuse_the_rest() {
+        let patch = PropsPatch::from_json(br#"{"n": 5, "w": 1}"#).expect("valid");
+        assert_eq!(
+            patch,
+            PropsPatch {
+                n: Some(5),
+                r: None,
+                w: Some(1)
+            }
+        );
+        assert_eq!(
+            PropsPatch::from_json(b"{}").ok(),
+            Some(PropsPatch::default())
+        );
+        for bad in [
+            &br#"{"n": 3, "x": 1}"#[..],
+            br#"{"n": -1}"#,
+            br#"{"n": "3"}"#,
+            br#"{"n": 3.0}"#,
+            b"[3]",
+            b"null",
+            b"{n: 3",
+        ] {
+            assert!(
+                PropsPatch::from_json(bad).is_err(),
+                "{:?} accepted",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
     fn newer_versions_win_and_older_ones_are_ignored() {
         let table = PropsTable::default();
         assert!(table.merge(&BTreeMap::from([("b".into(), entry(3, 10, "a"))])));
@@ -137,6 +193,17 @@ mod tests {
         bad.props.r = 9;
         assert!(!table.merge(&BTreeMap::from([("b".into(), bad)])));
         assert!(table.get("b").is_none());
+    }
+
+    /// Found by the `props` fuzz target: a version at `u64::MAX` (from a peer's table or
+    /// the stored one) overflowed the next version's floor.
+    #[test]
+    fn a_version_at_the_end_of_time_does_not_overflow() {
+        let json = br#"{"b":{"props":{"n":3,"r":2,"w":2},"version":{"millis":18446744073709551615,"node":"a"}}}"#;
+        let table: BTreeMap<String, VersionedProps> = serde_json::from_slice(json).expect("valid");
+        let props = PropsTable::default();
+        assert!(props.merge(&table));
+        assert_eq!(props.next_version("b", &NodeId::new("x")).millis, u64::MAX);
     }
 
     #[test]
