@@ -6,8 +6,8 @@ use axum::extract::State;
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use quorumkv_coordinator::props::PropsPatch;
 use quorumkv_coordinator::{BucketProps, PropsUpdate};
-use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::ApiError;
@@ -27,14 +27,6 @@ pub async fn get_props(
     Ok(Json(state.coordinator.bucket_props(&bucket)))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PropsBody {
-    n: Option<usize>,
-    r: Option<usize>,
-    w: Option<usize>,
-}
-
 /// `PUT /v1/buckets/{bucket}/props`.
 pub async fn put_props(
     State(state): State<AppState>,
@@ -44,7 +36,7 @@ pub async fn put_props(
     parse_query(uri.query(), &[])?;
     let bucket = bucket_from_segment(props_segment(&uri))?;
     let body = body.map_err(|r| ApiError::new(r.status(), "invalid_json", r.body_text()))?;
-    let update: PropsBody = serde_json::from_slice(&body).map_err(|e| {
+    let update = PropsPatch::from_json(&body).map_err(|e| {
         ApiError::bad_request(
             "invalid_json",
             format!("props must be a JSON object with optional integer fields n, r, w: {e}"),
@@ -70,13 +62,32 @@ pub async fn health(State(state): State<AppState>, uri: Uri) -> Result<Response,
     Ok(Json(json!({ "status": "ok", "node": state.coordinator.node() })).into_response())
 }
 
-/// `GET /v1/cluster`.
+/// `GET /v1/cluster`: each member with its liveness and `ownership`, the number of
+/// partitions it owns as primary owner (0 for every member while the ring is not formed).
 pub async fn cluster(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
     parse_query(uri.query(), &[])?;
     let view = state.coordinator.cluster_view();
+    let ownership = state
+        .coordinator
+        .membership()
+        .ring()
+        .map(|ring| ring.ownership())
+        .unwrap_or_default();
+    let members: Vec<serde_json::Value> = view
+        .members
+        .iter()
+        .map(|member| {
+            let mut value = json!(member);
+            if let Some(fields) = value.as_object_mut() {
+                let owned = ownership.get(&member.id).copied().unwrap_or(0);
+                fields.insert("ownership".to_string(), json!(owned));
+            }
+            value
+        })
+        .collect();
     Ok(Json(json!({
         "node": view.node,
-        "members": view.members,
+        "members": members,
         "partitions": view.partitions,
         "ready": view.ready,
     }))

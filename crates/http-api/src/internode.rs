@@ -5,6 +5,7 @@
 //! keep-alive connections to every peer and disables Nagle's algorithm: small request and
 //! response bodies would otherwise wait on delayed ACKs, adding tens of milliseconds.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,6 +18,7 @@ use quorumkv_coordinator::message::{self, Request};
 use quorumkv_coordinator::{Transport, TransportError};
 
 use crate::error::ApiError;
+use crate::fault::FaultSwitch;
 use crate::AppState;
 
 /// The path of the internode route.
@@ -45,6 +47,7 @@ pub async fn rpc(
 #[derive(Clone, Debug)]
 pub struct HttpTransport {
     client: reqwest::Client,
+    faults: Arc<FaultSwitch>,
 }
 
 impl HttpTransport {
@@ -52,12 +55,22 @@ impl HttpTransport {
     pub fn new() -> Result<Self, TransportError> {
         let client = reqwest::Client::builder()
             .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(60))
+            // Below the 10 s after which a peer closes an idle connection (its header
+            // timeout): a request must never go out on a connection the peer is closing.
+            .pool_idle_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(64)
             .connect_timeout(Duration::from_secs(2))
             .build()
             .map_err(|e| TransportError::Protocol(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            faults: Arc::default(),
+        })
+    }
+
+    /// The switch that cuts this transport's sends (fault injection in tests).
+    pub fn faults(&self) -> Arc<FaultSwitch> {
+        Arc::clone(&self.faults)
     }
 }
 
@@ -69,6 +82,11 @@ impl Transport for HttpTransport {
         request: &Request,
         timeout: Duration,
     ) -> Result<message::Response, TransportError> {
+        if self.faults.blocks(addr) {
+            return Err(TransportError::Unreachable(format!(
+                "{addr} is cut off (fault injection)"
+            )));
+        }
         let url = format!("http://{addr}{RPC_PATH}");
         let sent = self
             .client

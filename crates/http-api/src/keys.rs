@@ -9,7 +9,7 @@ use axum::Json;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use quorumkv_coordinator::{
-    decode_context, encode_context, LiveValue, ReadOptions, ReadOutcome, VersionVector,
+    decode_context, encode_context, LiveValue, QuorumSpec, ReadOptions, ReadOutcome, VersionVector,
     WriteOptions,
 };
 use serde::Serialize;
@@ -21,6 +21,8 @@ use crate::{AppState, CONTEXT_HEADER};
 /// The content type of a value written without one.
 pub const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
 const MAX_CONTENT_TYPE_LEN: usize = 256;
+/// The query parameters of PUT and DELETE.
+const WRITE_PARAMS: &[&str] = &["w", "pw", "sloppy", "timeout_ms"];
 
 #[derive(Serialize)]
 struct Siblings {
@@ -36,12 +38,29 @@ struct SiblingBody {
 /// `GET /v1/buckets/{bucket}/keys/{key}`.
 pub async fn get_key(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
     let (bucket, key) = bucket_and_key(uri.path())?;
-    let query = parse_query(uri.query(), &["r", "timeout_ms"])?;
+    let query = parse_query(
+        uri.query(),
+        &["r", "pr", "sloppy", "read_repair", "local", "timeout_ms"],
+    )?;
     let options = ReadOptions {
         r: query.r,
+        pr: query.pr,
+        sloppy: query.sloppy,
+        read_repair: query.read_repair,
         timeout: state.timeout(query.timeout)?,
     };
-    match state.coordinator.get(&bucket, &key, options).await? {
+    let outcome = if query.local == Some(true) {
+        if !matches!(query.r, None | Some(QuorumSpec::Count(1) | QuorumSpec::One)) {
+            return Err(ApiError::bad_request(
+                "invalid_quorum",
+                "local=true reads this node's copy only: r must be absent or 1",
+            ));
+        }
+        state.coordinator.get_local(&bucket, &key).await?
+    } else {
+        state.coordinator.get(&bucket, &key, options).await?
+    };
+    match outcome {
         ReadOutcome::NotFound { context } => {
             let error = ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -93,7 +112,7 @@ pub async fn put_key(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let (bucket, key) = bucket_and_key(uri.path())?;
-    let query = parse_query(uri.query(), &["w", "timeout_ms"])?;
+    let query = parse_query(uri.query(), WRITE_PARAMS)?;
     let context = context_from(&headers)?.unwrap_or_default();
     let content_type = content_type_from(&headers)?;
     let bytes = body.map_err(|rejection| body_error(&rejection, state.max_value_bytes))?;
@@ -102,6 +121,8 @@ pub async fn put_key(
     }
     let options = WriteOptions {
         w: query.w,
+        pw: query.pw,
+        sloppy: query.sloppy,
         timeout: state.timeout(query.timeout)?,
     };
     let value = LiveValue {
@@ -122,10 +143,12 @@ pub async fn delete_key(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let (bucket, key) = bucket_and_key(uri.path())?;
-    let query = parse_query(uri.query(), &["w", "timeout_ms"])?;
+    let query = parse_query(uri.query(), WRITE_PARAMS)?;
     let context = context_from(&headers)?;
     let options = WriteOptions {
         w: query.w,
+        pw: query.pw,
+        sloppy: query.sloppy,
         timeout: state.timeout(query.timeout)?,
     };
     let context = state

@@ -75,6 +75,16 @@ pub struct Query {
     pub r: Option<QuorumSpec>,
     /// `w`.
     pub w: Option<QuorumSpec>,
+    /// `pr`.
+    pub pr: Option<QuorumSpec>,
+    /// `pw`.
+    pub pw: Option<QuorumSpec>,
+    /// `sloppy`.
+    pub sloppy: Option<bool>,
+    /// `read_repair`.
+    pub read_repair: Option<bool>,
+    /// `local`.
+    pub local: Option<bool>,
     /// `timeout_ms`.
     pub timeout: Option<Duration>,
 }
@@ -114,12 +124,28 @@ pub fn parse_query(query: Option<&str>, allowed: &[&str]) -> Result<Query, ApiEr
         match name.as_str() {
             "r" => parsed.r = Some(QuorumSpec::parse("r", &value)?),
             "w" => parsed.w = Some(QuorumSpec::parse("w", &value)?),
+            "pr" => parsed.pr = Some(QuorumSpec::parse("pr", &value)?),
+            "pw" => parsed.pw = Some(QuorumSpec::parse("pw", &value)?),
+            "sloppy" => parsed.sloppy = Some(parse_bool("sloppy", &value)?),
+            "read_repair" => parsed.read_repair = Some(parse_bool("read_repair", &value)?),
+            "local" => parsed.local = Some(parse_bool("local", &value)?),
             "timeout_ms" => parsed.timeout = Some(parse_timeout(&value)?),
             _ => {}
         }
         seen.push(name);
     }
     Ok(parsed)
+}
+
+fn parse_bool(name: &str, raw: &str) -> Result<bool, ApiError> {
+    match raw {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(ApiError::bad_request(
+            "invalid_query",
+            format!("{name} must be true or false, got {raw:?}"),
+        )),
+    }
 }
 
 fn parse_timeout(raw: &str) -> Result<Duration, ApiError> {

@@ -34,6 +34,11 @@ impl Transport for NoPeers {
 }
 
 fn app(dir: &tempfile::TempDir) -> axum::Router {
+    app_with_seeds(dir, &[])
+}
+
+/// A node whose seeds never answer (`NoPeers`) stays without a ring.
+fn app_with_seeds(dir: &tempfile::TempDir, seeds: &[String]) -> axum::Router {
     let store = Arc::new(Store::open(dir.path(), StoreOptions::default()).unwrap());
     let options = CoordinatorOptions {
         default_n: 1,
@@ -42,7 +47,7 @@ fn app(dir: &tempfile::TempDir) -> axum::Router {
     let coordinator = Coordinator::new(
         NodeId::new("solo"),
         "127.0.0.1:1".into(),
-        &[],
+        seeds,
         store,
         Arc::new(NoPeers),
         options,
@@ -158,4 +163,70 @@ async fn a_single_node_round_trip_through_the_router() {
         "{}",
         String::from_utf8_lossy(&body)
     );
+}
+
+#[tokio::test]
+async fn ready_answers_200_once_the_ring_is_formed_and_503_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, body) = send(&app(&dir), Method::GET, "/v1/ready", b"").await;
+    assert_eq!(status, StatusCode::OK);
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["status"], "ready");
+
+    let dir = tempfile::tempdir().unwrap();
+    let waiting = app_with_seeds(&dir, &["127.0.0.1:9".to_string()]);
+    let (status, body) = send(&waiting, Method::GET, "/v1/ready", b"").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"], "not_ready");
+    assert!(
+        body["message"].as_str().unwrap().contains("127.0.0.1:9"),
+        "the message names the seed it waits for: {body}"
+    );
+}
+
+#[tokio::test]
+async fn the_cluster_view_counts_the_partitions_each_member_owns() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, body) = send(&app(&dir), Method::GET, "/v1/cluster", b"").await;
+    assert_eq!(status, StatusCode::OK);
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["members"][0]["ownership"], body["partitions"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let waiting = app_with_seeds(&dir, &["127.0.0.1:9".to_string()]);
+    let (_, body) = send(&waiting, Method::GET, "/v1/cluster", b"").await;
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["ready"], false);
+    assert_eq!(body["members"][0]["ownership"], 0);
+}
+
+#[tokio::test]
+async fn the_status_page_is_html_that_loads_nothing_from_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let response = app(&dir)
+        .oneshot(Request::builder().uri("/").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers().clone();
+    assert!(headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let policy = headers["content-security-policy"].to_str().unwrap();
+    assert!(policy.contains("default-src 'none'") && policy.contains("connect-src 'self'"));
+    let page = response.into_body().collect().await.unwrap().to_bytes();
+    let page = String::from_utf8(page.to_vec()).unwrap();
+    for external in [
+        "src=\"http",
+        "href=\"http",
+        "src=\"//",
+        "href=\"//",
+        "@import",
+        "url(",
+    ] {
+        assert!(!page.contains(external), "the page loads {external}...");
+    }
+    assert!(page.contains("v1/cluster") && page.contains("metrics"));
 }

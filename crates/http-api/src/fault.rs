@@ -1,0 +1,84 @@
+//! Fault injection for tests: a switch that cuts this node's outgoing internode traffic to
+//! chosen peers.
+//!
+//! Partition tests need to separate nodes while clients can still reach each of them. On
+//! loopback, without network namespaces, the simplest faithful cut is at the transport:
+//! when every node of one side blocks its sends to every node of the other, no request,
+//! probe or handoff crosses, exactly as if the link were down, and the failure detector
+//! sees refused connections. The route that sets the switch exists only when the node is
+//! started with `--fault-injection`; a production node never serves it.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, RwLock};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::put;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+/// The addresses this node's transport refuses to send to.
+#[derive(Debug, Default)]
+pub struct FaultSwitch {
+    // A std RwLock: checked on every internode send, held for a set lookup only.
+    blocked: RwLock<BTreeSet<String>>,
+}
+
+impl FaultSwitch {
+    /// Whether sends to `addr` are cut.
+    pub fn blocks(&self, addr: &str) -> bool {
+        self.blocked
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(addr)
+    }
+
+    /// Replaces the set of cut addresses.
+    pub fn set(&self, addrs: BTreeSet<String>) {
+        *self
+            .blocked
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = addrs;
+    }
+
+    fn snapshot(&self) -> BTreeSet<String> {
+        self.blocked
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// The body of `PUT /internal/v1/fault/partition`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Partition {
+    /// Peer addresses (`host:port`) this node stops sending to; empty heals.
+    pub blocked: BTreeSet<String>,
+}
+
+/// The fault-injection routes, for a node started with `--fault-injection`.
+pub fn router(faults: Arc<FaultSwitch>) -> Router {
+    Router::new()
+        .route(
+            "/internal/v1/fault/partition",
+            put(set_partition).get(get_partition),
+        )
+        .with_state(faults)
+}
+
+async fn set_partition(
+    State(faults): State<Arc<FaultSwitch>>,
+    Json(partition): Json<Partition>,
+) -> Response {
+    tracing::warn!(blocked = ?partition.blocked, "fault injection: internode sends cut");
+    faults.set(partition.blocked);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn get_partition(State(faults): State<Arc<FaultSwitch>>) -> Json<Partition> {
+    Json(Partition {
+        blocked: faults.snapshot(),
+    })
+}
