@@ -69,9 +69,64 @@ pub struct ServeArgs {
     #[arg(long, env = "QUORUMKV_MAX_VALUE_BYTES", default_value_t = 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1..=64 * 1024 * 1024))]
     pub max_value_bytes: u64,
+    /// The most client and peer connections served at once; more wait until one closes.
+    #[arg(long, env = "QUORUMKV_MAX_CONNECTIONS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+    /// How long a client may take to send a request's head (request line and headers), in
+    /// milliseconds; also how long an idle kept-alive connection stays open.
+    #[arg(long, env = "QUORUMKV_HEADER_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    pub header_timeout_ms: u64,
+    /// How long a request may take from its head to its response, body included, in
+    /// milliseconds; past it the node answers 408. Keep it above the largest `timeout_ms`
+    /// a request may ask for (60000).
+    #[arg(long, env = "QUORUMKV_REQUEST_TIMEOUT_MS", default_value_t = 75_000,
+          value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub request_timeout_ms: u64,
     /// Log format.
     #[arg(long, env = "QUORUMKV_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Keep hints for owners a write could not reach, and let sloppy quorums use
+    /// fallbacks (`false`: strict placement, no hints).
+    #[arg(long, env = "QUORUMKV_HINTED_HANDOFF", default_value_t = true, action = clap::ArgAction::Set)]
+    pub hinted_handoff: bool,
+    /// Repair stale owners after reads (a request can still turn it off with read_repair=false).
+    #[arg(long, env = "QUORUMKV_READ_REPAIR", default_value_t = true, action = clap::ArgAction::Set)]
+    pub read_repair: bool,
+    /// The most hints this node keeps; past it, writes for down owners count one
+    /// acknowledgement fewer and anti-entropy repairs the keys later.
+    #[arg(long, env = "QUORUMKV_MAX_HINTS", default_value_t = 1_000_000)]
+    pub max_hints: u64,
+    /// How long a hint is kept before it is dropped, in seconds.
+    #[arg(long, env = "QUORUMKV_HINT_TTL_SECS", default_value_t = 3 * 3600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub hint_ttl_secs: u64,
+    /// How often this node compares its anti-entropy hash trees with replica peers and
+    /// exchanges the keys that differ, in milliseconds; 0 turns anti-entropy off.
+    #[arg(
+        long,
+        env = "QUORUMKV_ANTI_ENTROPY_INTERVAL_MS",
+        default_value_t = 30_000
+    )]
+    pub anti_entropy_interval_ms: u64,
+    /// How long a tombstone is kept, in seconds, once every owner holds it (like
+    /// Cassandra's gc_grace_seconds); at least --hint-ttl-secs. A node down for longer must
+    /// be repaired before it rejoins.
+    #[arg(long, env = "QUORUMKV_TOMBSTONE_GRACE_SECS", default_value_t = 10 * 24 * 3600)]
+    pub tombstone_grace_secs: u64,
+    /// This node's zone (a failure domain: rack, availability zone). With at least n zones,
+    /// each key's n replicas are placed in n distinct zones.
+    #[arg(long, env = "QUORUMKV_ZONE")]
+    pub zone: Option<String>,
+    /// Suspicion level (phi) above which the failure detector reports a peer down; with
+    /// probes every 500 ms, 3 means about 3.5 s of silence.
+    #[arg(long, env = "QUORUMKV_PHI_THRESHOLD", default_value_t = 3.0)]
+    pub phi_threshold: f64,
+    /// Serve `PUT /internal/v1/fault/partition`, which cuts this node's internode sends to
+    /// chosen peers. For partition tests only; never on a production node.
+    #[arg(long, env = "QUORUMKV_FAULT_INJECTION")]
+    pub fault_injection: bool,
 }
 
 /// How logs are written.
@@ -96,6 +151,9 @@ pub struct Endpoint {
     /// Request timeout in milliseconds (sent as timeout_ms).
     #[arg(long)]
     pub timeout_ms: Option<u64>,
+    /// Print one JSON document instead of human-readable text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `quorumkv get`.
@@ -170,9 +228,6 @@ pub struct ClusterArgs {
 pub enum ClusterCommand {
     /// Members and their status as one node sees them.
     Status {
-        /// Print the raw JSON.
-        #[arg(long)]
-        json: bool,
         #[command(flatten)]
         #[allow(missing_docs)] // documented by its fields
         endpoint: Endpoint,

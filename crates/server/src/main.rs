@@ -3,6 +3,7 @@
 
 mod cli;
 mod client;
+mod listener;
 mod serve;
 
 use clap::Parser;

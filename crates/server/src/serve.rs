@@ -1,28 +1,39 @@
 //! `quorumkv serve`: wires the store, the coordinator and the HTTP API into one node, and
 //! shuts it down cleanly.
 //!
-//! Shutdown on SIGTERM or SIGINT: stop accepting, let in-flight requests finish, stop the
-//! background upkeep, flush RocksDB's memtables and WAL, exit 0. A node killed with SIGKILL
-//! instead loses nothing it acknowledged either (every write went through the WAL first);
-//! the clean path only makes the next start faster.
+//! Shutdown on SIGTERM or SIGINT: stop accepting, let in-flight requests finish (for at most
+//! [`DRAIN_TIMEOUT`](crate::listener::DRAIN_TIMEOUT)), stop the background upkeep, flush
+//! RocksDB's memtables and WAL, exit 0. A node killed with SIGKILL instead loses nothing it
+//! acknowledged either (every write went through the WAL first); the clean path only makes
+//! the next start faster.
+//!
+//! Clients are served by [`crate::listener`], which bounds what one of them can hold.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use quorumkv_coordinator::detector::DetectorOptions;
 use quorumkv_coordinator::{Coordinator, CoordinatorOptions, NodeId, SyncPolicy};
-use quorumkv_http_api::{router, AppState, HttpTransport};
+use quorumkv_http_api::{router, with_request_timeout, AppState, HttpTransport};
 use quorumkv_replica::{Store, StoreOptions};
 use tokio::sync::watch;
 
 use crate::cli::{LogFormat, ServeArgs, SyncArg};
+use crate::listener::ConnectionLimits;
 
 /// How often a node probes its peers and pulls their bucket properties.
 const TICK: Duration = Duration::from_millis(500);
 /// How long a probe may take before the peer counts as down.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// How often hints are replayed to owners that are back.
+const HANDOFF_INTERVAL: Duration = Duration::from_millis(1000);
+/// How many records one tombstone reaper round scans.
+const REAP_BUDGET: usize = 10_000;
+/// How many hints per owner one handoff round sends.
+const HANDOFF_BATCH: usize = 1000;
 
 /// Latency buckets (seconds) for every `*_seconds` histogram: sub-millisecond to seconds.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -60,21 +71,60 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         SyncArg::Always => SyncPolicy::Always,
     };
     let data_dir = args.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, StoreOptions { sync }))
-        .await?
-        .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
+    let store = tokio::task::spawn_blocking(move || {
+        Store::open(
+            &data_dir,
+            StoreOptions {
+                sync,
+                ..StoreOptions::default()
+            },
+        )
+    })
+    .await?
+    .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
     let store = Arc::new(store);
     let transport = Arc::new(HttpTransport::new()?);
+    let faults = transport.faults();
     let seeds: Vec<String> = args
         .seeds
         .iter()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect();
+    if !(args.phi_threshold.is_finite() && args.phi_threshold > 0.0) {
+        bail!(
+            "--phi-threshold must be a positive number, got {}",
+            args.phi_threshold
+        );
+    }
     let options = CoordinatorOptions {
         default_n: usize::from(args.default_n),
+        hinted_handoff: args.hinted_handoff,
+        read_repair: args.read_repair,
+        max_hints: args.max_hints,
+        hint_ttl: Duration::from_secs(args.hint_ttl_secs),
+        detector: DetectorOptions {
+            phi_threshold: args.phi_threshold,
+            min_mean: TICK,
+        },
+        tombstone_grace: Duration::from_secs(args.tombstone_grace_secs),
+        zone: args
+            .zone
+            .as_deref()
+            .map(str::trim)
+            .filter(|z| !z.is_empty())
+            .map(str::to_string),
         ..CoordinatorOptions::default()
     };
+    if args.tombstone_grace_secs < args.hint_ttl_secs {
+        bail!(
+            "--tombstone-grace-secs ({}) must be at least --hint-ttl-secs ({}): a tombstone \
+             reaped while a hint of the deleted value can still be delivered would let the \
+             value come back",
+            args.tombstone_grace_secs,
+            args.hint_ttl_secs
+        );
+    }
     let coordinator = Arc::new(Coordinator::new(
         node.clone(),
         advertise.clone(),
@@ -89,25 +139,42 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%node, listen = %args.listen, %advertise, seeds = ?seeds, actor = ?store.actor(), "node started");
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let upkeep = tokio::spawn(upkeep(Arc::clone(&coordinator), stop_rx));
+    let upkeep = tokio::spawn(upkeep(Arc::clone(&coordinator), stop_rx.clone()));
+    let anti_entropy = tokio::spawn(anti_entropy(
+        Arc::clone(&coordinator),
+        Duration::from_millis(args.anti_entropy_interval_ms),
+        stop_rx.clone(),
+    ));
+    let reaper = tokio::spawn(reaper(
+        Arc::clone(&coordinator),
+        reap_interval(Duration::from_secs(args.tombstone_grace_secs)),
+        stop_rx.clone(),
+    ));
+    let handoff = tokio::spawn(handoff(Arc::clone(&coordinator), stop_rx));
     let app = router(AppState {
         coordinator,
         metrics: Some(metrics),
         max_value_bytes: usize::try_from(args.max_value_bytes).unwrap_or(usize::MAX),
     });
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "cannot set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("server failed")?;
+    let app = if args.fault_injection {
+        tracing::warn!("fault injection is on: internode links can be cut through the API");
+        app.merge(quorumkv_http_api::fault::router(faults))
+    } else {
+        app
+    };
+    let app = with_request_timeout(app, Duration::from_millis(args.request_timeout_ms));
+    let limits = ConnectionLimits {
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        header_timeout: Duration::from_millis(args.header_timeout_ms),
+    };
+    crate::listener::serve(listener, app, limits, shutdown_signal()).await;
 
     tracing::info!("draining done; stopping background work");
     let _ = stop_tx.send(true);
     let _ = upkeep.await;
+    let _ = handoff.await;
+    let _ = reaper.await;
+    let _ = anti_entropy.await;
     let flush_store = Arc::clone(&store);
     tokio::task::spawn_blocking(move || flush_store.flush())
         .await?
@@ -123,6 +190,74 @@ async fn upkeep(coordinator: Arc<Coordinator>, mut stop: watch::Receiver<bool>) 
     loop {
         tokio::select! {
             _ = interval.tick() => coordinator.tick(PROBE_TIMEOUT).await,
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Replays hints to owners that are back every [`HANDOFF_INTERVAL`] until told to stop.
+/// Reaps tombstones past their grace period every `every` until told to stop.
+async fn reaper(coordinator: Arc<Coordinator>, every: Duration, mut stop: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {
+                coordinator.reap_tombstones(REAP_BUDGET).await;
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// A reaper round every half grace period, between half a second and a minute: often
+/// enough that a tombstone goes soon after its grace, rarely enough to cost nothing.
+fn reap_interval(grace: Duration) -> Duration {
+    (grace / 2).clamp(Duration::from_millis(500), Duration::from_secs(60))
+}
+
+async fn handoff(coordinator: Arc<Coordinator>, mut stop: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(HANDOFF_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {
+                // A full batch means more are waiting: go on at once rather than a batch
+                // per interval, so a returning node catches up at the speed it can take.
+                while coordinator.replay_hints(HANDOFF_BATCH).await.replayed >= HANDOFF_BATCH {
+                    if *stop.borrow() {
+                        return;
+                    }
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Runs an anti-entropy round every `every` (never when it is zero) until told to stop.
+/// A task of its own, so a slow exchange never delays liveness probes. A round still
+/// running at shutdown is dropped where it is: each of its steps is a merge, safe to cut.
+async fn anti_entropy(
+    coordinator: Arc<Coordinator>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    if every.is_zero() {
+        tracing::info!("anti-entropy is off");
+        return;
+    }
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate: skip it, so that a node starts exchanging once it has
+    // had time to see its peers.
+    interval.tick().await;
+    loop {
+        tokio::select! {
+            _ = async {
+                interval.tick().await;
+                coordinator.anti_entropy_round().await
+            } => {}
             _ = stop.changed() => return,
         }
     }

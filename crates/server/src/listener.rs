@@ -1,0 +1,119 @@
+//! The HTTP listener: the accept loop that serves the router, with the limits that keep one
+//! client from holding the node, and the graceful drain at shutdown.
+//!
+//! A hand-written loop rather than `axum::serve`, which can neither give hyper what it needs
+//! to cut slow clients off (a timer and a header read timeout) nor bound the connections:
+//! - a connection whose next request head does not arrive within the header timeout is
+//!   closed, so a client that sends a byte now and then (slowloris), or nothing at all,
+//!   holds its connection no longer than that; idle kept-alive connections close too;
+//! - request heads over [`MAX_HEAD_BYTES`] are refused with a bare 431;
+//! - at most `max_connections` are open at once: past that the loop stops accepting, and
+//!   new connections wait in the kernel's backlog until one closes.
+//!
+//! The whole-request timeout is a layer of the router
+//! (`quorumkv_http_api::with_request_timeout`). Every accepted socket gets `TCP_NODELAY`:
+//! small responses must not wait for delayed ACKs.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// The largest request head (request line and headers) a client may send. It leaves room
+/// for an 8 KiB causal context and a 1 KiB key percent-encoded byte by byte.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// How long open connections may take to finish their requests once shutdown has begun.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What clients may hold of the listener.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// The longest a client may take to send a request head, the first one or the next one
+    /// on a kept-alive connection.
+    pub header_timeout: Duration,
+}
+
+/// Serves `app` on `listener` until `shutdown` completes; then stops accepting, closes idle
+/// connections, lets the others finish their requests for at most [`DRAIN_TIMEOUT`], and
+/// returns.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_header_size(MAX_HEAD_BYTES);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        // A free slot first, then a connection: a node at its limit accepts nothing.
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break, // closed: cannot happen, nobody closes it
+            },
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    accept_failed(&error).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+        let service = TowerToHyperService::new(app.clone());
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                // Clients that time out, reset or send garbage: theirs to know, not ours.
+                tracing::debug!(%error, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        open = graceful.count(),
+        "stopped accepting; draining connections"
+    );
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; stopping without them");
+    }
+}
+
+/// Waits after a failed `accept`. A connection its client gave up before it was accepted
+/// is no fault of the listener; anything else (out of file descriptors, most likely) is
+/// logged, and the loop pauses instead of spinning on it.
+async fn accept_failed(error: &std::io::Error) {
+    use std::io::ErrorKind;
+    if matches!(
+        error.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::ConnectionRefused
+    ) {
+        return;
+    }
+    tracing::error!(%error, "cannot accept a connection");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
