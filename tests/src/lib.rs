@@ -5,6 +5,10 @@
 //!
 //! The binary is found next to the test executable's directory (`target/<profile>/`), or
 //! at `$QUORUMKV_BIN`. `make test` builds it before the tests run.
+//!
+//! [`raw`] speaks HTTP over bare sockets, for the requests no HTTP client would send.
+
+pub mod raw;
 
 use std::fs::File;
 use std::net::TcpListener;
@@ -157,6 +161,11 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with extra `serve` flags for every node.
     pub fn start_with(size: usize, extra_args: &[&str]) -> Self {
+        Self::start_each(size, |_| extra_args.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// Like [`Cluster::start`], with extra `serve` flags per node (`args_of(i)`).
+    pub fn start_each(size: usize, args_of: impl Fn(usize) -> Vec<String>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let addrs: Vec<String> = (0..size)
             .map(|_| format!("127.0.0.1:{}", free_port()))
@@ -168,7 +177,7 @@ impl Cluster {
                 data_dir: dir.path().join(format!("node{}", i + 1)),
                 log_path: dir.path().join(format!("node{}.log", i + 1)),
                 seeds: addrs.clone(),
-                extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+                extra_args: args_of(i),
                 child: None,
             })
             .collect();
@@ -176,6 +185,9 @@ impl Cluster {
             nodes,
             http: Client::builder()
                 .timeout(Duration::from_secs(30))
+                // Nodes close idle connections after their header timeout (10 s by
+                // default); let go of them first rather than race the close.
+                .pool_idle_timeout(Duration::from_secs(5))
                 .build()
                 .expect("http client"),
             _dir: dir,
@@ -284,6 +296,44 @@ impl Cluster {
     pub fn restart(&mut self, i: usize) {
         self.nodes[i].spawn().expect("restart node");
         self.wait_ready(i).expect("restarted node ready");
+    }
+
+    /// Pauses node `i` (SIGSTOP): its sockets stay open but nothing answers.
+    pub fn pause(&mut self, i: usize) {
+        self.nodes[i].signal(Signal::SIGSTOP).expect("SIGSTOP");
+    }
+
+    /// Resumes a paused node (SIGCONT).
+    pub fn resume(&mut self, i: usize) {
+        self.nodes[i].signal(Signal::SIGCONT).expect("SIGCONT");
+    }
+
+    /// Cuts node `i`'s internode sends to the nodes in `peers` (the node must run with
+    /// `--fault-injection`); an empty list heals.
+    pub fn cut(&self, i: usize, peers: &[usize]) {
+        let blocked: Vec<&str> = peers.iter().map(|&p| self.nodes[p].addr.as_str()).collect();
+        let response = self
+            .http
+            .put(format!("{}/internal/v1/fault/partition", self.url(i)))
+            .json(&serde_json::json!({ "blocked": blocked }))
+            .send()
+            .expect("fault switch");
+        assert_eq!(
+            response.status(),
+            StatusCode::NO_CONTENT,
+            "fault switch of node {i}"
+        );
+    }
+
+    /// Node `i`'s own copy of `bucket`/`key` (`local=true`): its value, or `None` when
+    /// that replica holds no live value; siblings come back as the sorted list.
+    pub fn local_values(&self, i: usize, bucket: &str, key: &[u8]) -> Option<Vec<Vec<u8>>> {
+        let response = self.get(i, bucket, key, "local=true");
+        match response.status() {
+            StatusCode::OK => Some(vec![response.bytes().expect("body").to_vec()]),
+            StatusCode::MULTIPLE_CHOICES => Some(siblings_of(response)),
+            _ => None,
+        }
     }
 
     /// Starts node `i` again without waiting for its peers (they may be down).

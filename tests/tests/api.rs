@@ -315,6 +315,10 @@ fn the_cli_reads_writes_deletes_and_shows_the_cluster() {
     let (ok, value, err) = run(&["get", "cli", "greeting", "--r", "2"]);
     assert!(ok, "get failed: {err}");
     assert_eq!(value, "hello world");
+    let (ok, document, err) = run(&["get", "cli", "greeting", "--json"]);
+    assert!(ok, "get --json failed: {err}");
+    let document: serde_json::Value = serde_json::from_str(&document).unwrap();
+    assert!(document.to_string().contains("hello world"), "{document}");
     let (ok, _, err) = run(&["delete", "cli", "greeting"]);
     assert!(ok, "delete failed: {err}");
     let (ok, _, err) = run(&["get", "cli", "greeting"]);
