@@ -11,11 +11,14 @@ PROFILE := --release
 BIN := $(CARGO_TARGET_DIR)/release/quorumkv
 # End-to-end tests start 3-node clusters; a few at a time fit two cores.
 TEST_THREADS ?= 4
+# Seconds per fuzz target: a short run in `make test`, a long one in `make fuzz`.
+FUZZ_SMOKE_SECONDS ?= 25
+FUZZ_SECONDS ?= 600
 
-.PHONY: help deps build run test lint fix doc clean
+.PHONY: help deps build run test fuzz-smoke fuzz lint fix doc clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 deps: ## install missing system prerequisites (libclang for the RocksDB bindings)
 	@scripts/install-deps.sh
@@ -26,22 +29,60 @@ build: deps ## build the quorumkv binary (release)
 run: build ## start a local 3-node cluster on 127.0.0.1:7001-7003, data under ./data
 	@BIN=$(BIN) deploy/local-cluster.sh
 
-test: deps ## run every test: unit, property and end-to-end against real processes
+test: deps ## run every test: unit, property, end-to-end against real processes, fuzz (briefly)
 	$(CARGO) build $(PROFILE) --workspace --bins
+	@$(MAKE) --no-print-directory browser-deps validate-k8s
 	$(CARGO) test $(PROFILE) --workspace -- --test-threads=$(TEST_THREADS)
+	@$(MAKE) --no-print-directory fuzz-smoke
+
+fuzz-smoke: deps ## run each fuzz target for FUZZ_SMOKE_SECONDS (installs cargo-fuzz if missing)
+	@scripts/fuzz.sh $(FUZZ_SMOKE_SECONDS)
+
+fuzz: deps ## run each fuzz target for FUZZ_SECONDS, adding what it finds to fuzz/corpus
+	@scripts/fuzz.sh $(FUZZ_SECONDS) --grow
 
 lint: deps ## read-only checks: format, clippy, rustdoc, dependency direction
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml -- --check
 	$(CARGO) clippy $(PROFILE) --workspace --all-targets -- -D warnings
+	# The pure parts the fuzz targets build, without RocksDB.
+	$(CARGO) clippy $(PROFILE) -p quorumkv-replica -p quorumkv-coordinator --no-default-features -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc $(PROFILE) --workspace --no-deps
 	@scripts/check-layering.sh
 
 fix: ## rewrite what the linters can fix
 	$(CARGO) fmt --all
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml
 	$(CARGO) clippy $(PROFILE) --workspace --all-targets --fix --allow-dirty --allow-staged
 
 doc: deps ## build the API documentation
 	$(CARGO) doc $(PROFILE) --workspace --no-deps
+
+.PHONY: bench bench-quick bench-deps microbench
+
+bench-deps: ## install what the benchmarks compare against (etcd)
+	@scripts/install-bench-deps.sh
+
+bench: deps bench-deps ## quorumkv vs etcd vs a bare HTTP server, 3 runs each (~15 min); table in BENCHMARKS.md
+	$(CARGO) build $(PROFILE) --bins
+	@scripts/bench.sh full
+
+bench-quick: deps bench-deps ## the same matrix, 1 short run each, no value-size rows (under 3 min)
+	$(CARGO) build $(PROFILE) --bins
+	@scripts/bench.sh quick
+
+# `cargo bench` builds with the bench profile, which inherits release and reuses its
+# artifacts (RocksDB included).
+microbench: deps ## criterion micro-benchmarks: ring, clocks, records, store, coordinator (~3 min)
+	$(CARGO) bench -p quorumkv-bench --benches
+
+.PHONY: browser-deps validate-k8s
+
+browser-deps: ## install headless Chromium for the browser test of the status page
+	@scripts/install-browser.sh >/dev/null
+
+validate-k8s: ## validate deploy/: Kubernetes schemas (offline), checkov on manifests and Dockerfile
+	@scripts/validate-k8s.sh
 
 clean: ## remove build output and local cluster data
 	$(CARGO) clean
