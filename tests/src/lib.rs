@@ -292,10 +292,18 @@ impl Cluster {
             .expect("terminated node exits")
     }
 
-    /// Starts node `i` again with the same id and data directory, and waits until it is ready.
+    /// Starts node `i` again with the same id and data directory, and waits until it is ready
+    /// and every other running node sees it up again (their failure detectors marked it
+    /// down while it was gone).
     pub fn restart(&mut self, i: usize) {
         self.nodes[i].spawn().expect("restart node");
         self.wait_ready(i).expect("restarted node ready");
+        for j in 0..self.nodes.len() {
+            if j != i && self.nodes[j].is_running() {
+                self.wait_member_status(j, i, "up")
+                    .expect("peers see the restarted node up");
+            }
+        }
     }
 
     /// Pauses node `i` (SIGSTOP): its sockets stay open but nothing answers.

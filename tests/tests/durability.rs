@@ -40,7 +40,10 @@ fn with_one_node_down_w3_fails_with_quorum_unavailable_and_w2_succeeds() {
     let body: serde_json::Value = refused.json().unwrap();
     assert_eq!(body["error"], "quorum_unavailable");
     assert_eq!(body["required"], 3);
-    assert_eq!(body["answered"], 2);
+    // Two answered if the write went out before the failure detector noticed the kill;
+    // none were asked if it went out after (the coordinator refuses at once).
+    let answered = body["answered"].as_u64().unwrap();
+    assert!(answered == 2 || answered == 0, "answered {answered}");
     assert!(
         body["message"].as_str().unwrap().contains("node3"),
         "names the missing replica: {body}"

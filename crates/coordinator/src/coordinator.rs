@@ -40,6 +40,7 @@ use crate::detector::DetectorOptions;
 use crate::error::{CoordinatorError, InputError, Operation, ReplicaFailure};
 use crate::membership::{KnownPeer, MemberStatus, Membership};
 use crate::message::{RemoteErrorKind, Request, Response};
+use crate::placement::{place, Placement};
 use crate::props::{PropsTable, VersionedProps};
 use crate::quorum::{BucketProps, QuorumSpec};
 use crate::transport::{Transport, TransportError};
@@ -545,6 +546,43 @@ impl Coordinator {
                 self.membership.unknown_seeds().join(", ")
             ))
         })
+    }
+
+    /// Places a request on `bucket`/`key`: owners the failure detector reports up and, for a
+    /// sloppy quorum with handoff on, fallbacks for the ones that are down. Refuses at once
+    /// when the replicas that can answer are fewer than the quorum needs. Returns the
+    /// placement and a failure for each down owner (for the error message).
+    pub(crate) fn place_request(
+        &self,
+        operation: Operation,
+        bucket: &BucketName,
+        key: &Key,
+        n: usize,
+        quorum: Quorum,
+    ) -> Result<(Placement, Vec<ReplicaFailure>), CoordinatorError> {
+        let ring = self.ring()?;
+        let placement = place(
+            &ring,
+            bucket.as_bytes(),
+            key.as_bytes(),
+            n,
+            quorum.sloppy && self.options.hinted_handoff,
+            |node| self.membership.is_up(node),
+        );
+        let failures: Vec<ReplicaFailure> = placement
+            .primaries
+            .iter()
+            .filter(|p| !placement.up_primaries.contains(p))
+            .map(|node| ReplicaFailure {
+                node: node.clone(),
+                reason: "down (failure detector)".into(),
+            })
+            .collect();
+        let reachable = placement.up_primaries.len() + placement.fallbacks.len();
+        if reachable < quorum.required || placement.up_primaries.len() < quorum.primaries {
+            return Err(quorum_unavailable(operation, quorum.required, 0, failures));
+        }
+        Ok((placement, failures))
     }
 
     /// Sends each request to its node at once. Each send runs as its own task, so sends the

@@ -18,7 +18,6 @@ use tokio::time::Instant;
 use super::{quorum_unavailable, timed_out_failure, unexpected, Coordinator, Quorum};
 use crate::error::{CoordinatorError, Operation, ReplicaFailure};
 use crate::message::{Request, Response};
-use crate::placement::place;
 use crate::{BucketName, Key};
 
 impl Coordinator {
@@ -33,24 +32,7 @@ impl Coordinator {
         repair: bool,
         deadline: Instant,
     ) -> Result<VersionedObject, CoordinatorError> {
-        let ring = self.ring()?;
-        let placement = place(
-            &ring,
-            bucket.as_bytes(),
-            key.as_bytes(),
-            n,
-            quorum.sloppy && self.options.hinted_handoff,
-            |node| self.membership.is_up(node),
-        );
-        let mut failures: Vec<ReplicaFailure> = placement
-            .primaries
-            .iter()
-            .filter(|p| !placement.up_primaries.contains(p))
-            .map(|node| ReplicaFailure {
-                node: node.clone(),
-                reason: "down (failure detector)".into(),
-            })
-            .collect();
+        let (placement, mut failures) = self.place_request(operation, bucket, key, n, quorum)?;
         let bucket_bytes = bucket.as_bytes().to_vec();
         let key_bytes = key.as_bytes().to_vec();
         let mut sends: Vec<(NodeId, Request)> = placement
@@ -66,22 +48,18 @@ impl Coordinator {
                 )
             })
             .collect();
-        if quorum.sloppy {
-            for (owner, fallback) in &placement.fallbacks {
-                sends.push((
-                    fallback.clone(),
-                    Request::GetHint {
-                        owner: owner.clone(),
-                        bucket: bucket_bytes.clone(),
-                        key: key_bytes.clone(),
-                    },
-                ));
-            }
+        // Fallbacks exist only for a sloppy quorum with handoff on (see `place_request`).
+        for (owner, fallback) in &placement.fallbacks {
+            sends.push((
+                fallback.clone(),
+                Request::GetHint {
+                    owner: owner.clone(),
+                    bucket: bucket_bytes.clone(),
+                    key: key_bytes.clone(),
+                },
+            ));
         }
         let reachable = sends.len();
-        if reachable < quorum.required || placement.up_primaries.len() < quorum.primaries {
-            return Err(quorum_unavailable(operation, quorum.required, 0, failures));
-        }
         let primaries = placement.up_primaries.clone();
         let mut pending = self.fan_out(sends, deadline);
         let mut merged = VersionedObject::new();

@@ -25,7 +25,6 @@ use tokio::time::Instant;
 use super::{quorum_unavailable, timed_out_failure, unexpected, Coordinator, Quorum};
 use crate::error::{CoordinatorError, Operation, ReplicaFailure};
 use crate::message::{Request, Response};
-use crate::placement::place;
 use crate::{BucketName, Key};
 
 impl Coordinator {
@@ -41,34 +40,8 @@ impl Coordinator {
         quorum: Quorum,
         deadline: Instant,
     ) -> Result<VersionVector, CoordinatorError> {
-        let ring = self.ring()?;
         let handoff = self.options.hinted_handoff;
-        let placement = place(
-            &ring,
-            bucket.as_bytes(),
-            key.as_bytes(),
-            n,
-            quorum.sloppy && handoff,
-            |node| self.membership.is_up(node),
-        );
-        let reachable = placement.up_primaries.len()
-            + if quorum.sloppy {
-                placement.fallbacks.len()
-            } else {
-                0
-            };
-        let mut failures: Vec<ReplicaFailure> = placement
-            .primaries
-            .iter()
-            .filter(|p| !placement.up_primaries.contains(p))
-            .map(|node| ReplicaFailure {
-                node: node.clone(),
-                reason: "down (failure detector)".into(),
-            })
-            .collect();
-        if reachable < quorum.required || placement.up_primaries.len() < quorum.primaries {
-            return Err(quorum_unavailable(operation, quorum.required, 0, failures));
-        }
+        let (placement, mut failures) = self.place_request(operation, bucket, key, n, quorum)?;
 
         // Mint at an up owner, this node first.
         let mut candidates = placement.up_primaries.clone();
@@ -136,18 +109,17 @@ impl Coordinator {
             })
             .collect();
         let owner_sends = sends.len();
-        if quorum.sloppy && handoff {
-            for (owner, fallback) in &placement.fallbacks {
-                sends.push((
-                    fallback.clone(),
-                    Request::MergeHint {
-                        owner: owner.clone(),
-                        bucket: bucket_bytes.clone(),
-                        key: key_bytes.clone(),
-                        object: object.clone(),
-                    },
-                ));
-            }
+        // Fallbacks exist only for a sloppy quorum with handoff on (see `place_request`).
+        for (owner, fallback) in &placement.fallbacks {
+            sends.push((
+                fallback.clone(),
+                Request::MergeHint {
+                    owner: owner.clone(),
+                    bucket: bucket_bytes.clone(),
+                    key: key_bytes.clone(),
+                    object: object.clone(),
+                },
+            ));
         }
         let primaries: Vec<NodeId> = sends[..owner_sends]
             .iter()
@@ -178,11 +150,9 @@ impl Coordinator {
                     let is_primary = primaries.contains(&node);
                     match result {
                         Ok(Response::Ack) => {
+                            acks += 1;
                             if is_primary {
-                                acks += 1;
                                 primary_acks += 1;
-                            } else if quorum.sloppy {
-                                acks += 1;
                             }
                         }
                         other => {
