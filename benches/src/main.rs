@@ -1,245 +1,305 @@
-//! `quorumkv-bench`: a closed-loop load generator for a quorumkv cluster.
+//! `quorumkv-bench`: load generator for quorumkv, with etcd and a bare HTTP server as yardsticks.
 //!
-//! `--clients` concurrent clients each send one request at a time, spread over the given
-//! endpoints, for `--seconds`, then stop by themselves. Latencies go into an HDR histogram
-//! (microsecond resolution); the summary is printed as text and as one JSON line. A closed
-//! loop measures capacity, not latency under a fixed arrival rate: its percentiles exclude
-//! the time a request would have waited to be sent (coordinated omission), so they are a
-//! floor, not a service-level figure.
+//! A figure of throughput means little alone: on a small machine shared by the load
+//! generator and every server, "9,000 writes/s" could be excellent or poor. So the same
+//! workloads run against three targets ([`targets`]): a quorumkv cluster, an etcd cluster
+//! (a replicated store that is consistent by consensus, the usual reference), and a server
+//! that only answers, whose figures are the ceiling of one HTTP round trip on this machine.
+//! Ratios to those two say what quorumkv costs and where it stands.
+//!
+//! # Layout
+//!
+//! - [`workloads`]: operation mixes (write, read, YCSB A and B, read-modify-write), uniform
+//!   and Zipfian keys, values.
+//! - [`targets`]: the three clients, and the ceiling server.
+//! - [`runner`]: closed and open loops, HDR histograms, the progress bar.
+//! - [`report`]: results as JSON lines, medians across repetitions, markdown.
+//! - [`plot`]: SVG plots of throughput and latency against concurrency.
+//! - [`matrix`]: the experiment `make bench` runs, and the section of BENCHMARKS.md it
+//!   writes.
+//!
+//! # Measuring honestly
+//!
+//! Every run is bounded by its duration and stops by itself. Closed loops measure
+//! capacity; their latencies are a floor. Open loops measure latency at a fixed arrival
+//! rate from each request's intended send time, so a stall is not hidden (no coordinated
+//! omission). Values are random bytes, so compression does not flatter storage. quorumkv
+//! writes carry the causal context of the key's last answer, as a well-behaved client's
+//! do; blind writes would pile up siblings and measure that instead.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+mod matrix;
+mod plot;
+mod report;
+mod runner;
+mod targets;
+mod workloads;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::Context;
-use clap::{Parser, ValueEnum};
-use hdrhistogram::Histogram;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use clap::{Args, Parser, Subcommand};
 
-/// What the clients send.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Workload {
-    /// Only PUTs.
-    Write,
-    /// Only GETs (preload first).
-    Read,
-    /// Half and half.
-    Mixed,
-}
+use crate::matrix::{MatrixOptions, Profile};
+use crate::runner::{Pacing, RunSpec};
+use crate::targets::{Quorum, Target, TargetKind};
+use crate::workloads::{KeyDistribution, Mix};
 
-/// Command-line options.
+/// Command-line interface.
 #[derive(Debug, Parser)]
 #[command(
     name = "quorumkv-bench",
-    about = "Closed-loop load against a quorumkv cluster"
+    about = "Load generator for quorumkv, etcd and a bare HTTP ceiling"
 )]
-struct Options {
-    /// Node base URLs, comma-separated.
+struct Cli {
+    /// Worker threads of the load generator.
+    #[arg(long, global = true, default_value_t = 2)]
+    threads: usize,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs one scenario against one target (several client counts in turn if given).
+    Run(RunArgs),
+    /// Runs the whole matrix against every target given, then writes results, plots and
+    /// the generated section of BENCHMARKS.md.
+    Matrix(MatrixArgs),
+    /// Rewrites the summary, plots and section of a finished matrix from its results.
+    Report(ReportArgs),
+    /// Serves the ceiling: 200 and a fixed body for every request.
+    ServeCeiling(CeilingArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The kind of server.
+    #[arg(long, value_enum, default_value_t = TargetKind::Quorumkv)]
+    target: TargetKind,
+    /// Base URLs, comma-separated; requests are spread over them in turn.
     #[arg(
         long,
         value_delimiter = ',',
         default_value = "http://127.0.0.1:7001,http://127.0.0.1:7002,http://127.0.0.1:7003"
     )]
     endpoints: Vec<String>,
-    /// What to send.
-    #[arg(long, value_enum, default_value_t = Workload::Write)]
-    workload: Workload,
-    /// Concurrent clients.
-    #[arg(long, default_value_t = 32)]
-    clients: usize,
-    /// How long to run, in seconds (the run stops by itself).
-    #[arg(long, default_value_t = 10)]
-    seconds: u64,
-    /// Distinct keys (uniformly chosen).
+    /// The operation mix.
+    #[arg(long, value_enum, default_value_t = Mix::Write)]
+    workload: Mix,
+    /// How keys are drawn.
+    #[arg(long, value_enum, default_value_t = KeyDistribution::Uniform)]
+    distribution: KeyDistribution,
+    /// Concurrent clients (open loop: connections); a comma-separated list runs each.
+    #[arg(long, value_delimiter = ',', default_value = "32")]
+    clients: Vec<usize>,
+    /// Open loop at this many requests per second in total (default: closed loop).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Seconds of each run (the run stops by itself).
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Runs of each client count.
+    #[arg(long, default_value_t = 1)]
+    repeats: u32,
+    /// Distinct keys.
     #[arg(long, default_value_t = 100_000)]
     keys: u64,
     /// Value size in bytes.
     #[arg(long, default_value_t = 100)]
     value_bytes: usize,
-    /// Bucket.
+    /// quorumkv bucket, or etcd key prefix.
     #[arg(long, default_value = "bench")]
     bucket: String,
-    /// Read quorum sent with every GET.
+    /// Read quorum sent with every quorumkv GET.
     #[arg(long, default_value = "2")]
     r: String,
-    /// Write quorum sent with every PUT.
+    /// Write quorum sent with every quorumkv PUT.
     #[arg(long, default_value = "2")]
     w: String,
-    /// Keys to write before a read or mixed run (0: none).
+    /// Keys `0..preload` are written once before the runs.
     #[arg(long, default_value_t = 0)]
     preload: u64,
+    /// etcd: serializable reads (any member answers from its state) instead of
+    /// linearizable ones.
+    #[arg(long)]
+    etcd_serializable: bool,
+    /// The scenario's name in results (default: target and workload).
+    #[arg(long)]
+    label: Option<String>,
+    /// Appends each result as a JSON line to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Per-request timeout, milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    timeout_ms: u64,
+    /// No progress bar.
+    #[arg(long)]
+    no_progress: bool,
 }
 
-#[derive(Default)]
-struct Counters {
-    ok: AtomicU64,
-    errors: AtomicU64,
+#[derive(Debug, Args)]
+struct MatrixArgs {
+    /// How much to measure.
+    #[arg(long, value_enum, default_value_t = Profile::Full)]
+    profile: Profile,
+    /// Base URLs of the quorumkv cluster started with `--sync none`.
+    #[arg(long, value_delimiter = ',')]
+    quorumkv: Vec<String>,
+    /// Base URLs of the quorumkv cluster started with `--sync always`.
+    #[arg(long, value_delimiter = ',')]
+    quorumkv_sync: Vec<String>,
+    /// Client URLs of the etcd members.
+    #[arg(long, value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// URL of the ceiling server.
+    #[arg(long, value_delimiter = ',')]
+    ceiling: Vec<String>,
+    /// Directory of results and plots.
+    #[arg(long, default_value = "bench-results")]
+    out: PathBuf,
+    /// Replaces the generated section of this document.
+    #[arg(long)]
+    benchmarks_md: Option<PathBuf>,
+    /// The command shown in the document.
+    #[arg(long, default_value = "quorumkv-bench matrix")]
+    command: String,
+    /// Concurrent clients of the main runs.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Keys of the main runs.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    /// Value size of the main runs.
+    #[arg(long, default_value_t = 100)]
+    value_bytes: usize,
+    /// Per-request timeout, milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    timeout_ms: u64,
+    /// No progress bars.
+    #[arg(long)]
+    no_progress: bool,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let options = Arc::new(Options::parse());
-    anyhow::ensure!(!options.endpoints.is_empty(), "no endpoints");
-    anyhow::ensure!(
-        options.clients > 0 && options.keys > 0,
-        "clients and keys must be positive"
-    );
-    let client = reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(options.clients)
-        .timeout(Duration::from_secs(10))
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// Directory of a finished matrix.
+    #[arg(long, default_value = "bench-results")]
+    dir: PathBuf,
+    /// Replaces the generated section of this document.
+    #[arg(long)]
+    benchmarks_md: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct CeilingArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:7900")]
+    listen: SocketAddr,
+    /// Size of the body of every answer.
+    #[arg(long, default_value_t = 100)]
+    body_bytes: usize,
+    /// Exits after this many seconds even if nobody stops it.
+    #[arg(long, default_value_t = 3600)]
+    max_seconds: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.threads.max(1))
+        .enable_all()
         .build()?;
-    let value = vec![b'x'; options.value_bytes];
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => run(args).await,
+            Command::Matrix(args) => {
+                matrix::run(MatrixOptions {
+                    profile: args.profile,
+                    quorumkv: args.quorumkv,
+                    quorumkv_sync: args.quorumkv_sync,
+                    etcd: args.etcd,
+                    ceiling: args.ceiling,
+                    out: args.out,
+                    benchmarks_md: args.benchmarks_md,
+                    command: args.command,
+                    clients: args.clients,
+                    key_count: args.keys,
+                    value_bytes: args.value_bytes,
+                    progress: !args.no_progress,
+                    timeout: Duration::from_millis(args.timeout_ms),
+                })
+                .await
+            }
+            Command::Report(args) => matrix::rewrite(&args.dir, args.benchmarks_md.as_deref()),
+            Command::ServeCeiling(args) => {
+                let body = workloads::random_value(args.body_bytes, 0);
+                targets::ceiling::serve(args.listen, body, Duration::from_secs(args.max_seconds))
+                    .await
+            }
+        }
+    })
+}
 
-    if options.preload > 0 {
-        let started = Instant::now();
-        preload(&client, &options, &value).await?;
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.keys > 0, "--keys must be positive");
+    anyhow::ensure!(args.seconds > 0.0, "--seconds must be positive");
+    let max_clients = args.clients.iter().copied().max().unwrap_or(1);
+    let client = targets::http_client(max_clients, Duration::from_millis(args.timeout_ms))?;
+    let mut target = Target::new(args.target, args.endpoints, &args.bucket, args.keys, client)?;
+    if let Target::Etcd(etcd) = &mut target {
+        etcd.set_serializable(args.etcd_serializable);
+    }
+    let target = Arc::new(target);
+    let value = workloads::random_value(args.value_bytes, 1);
+    if args.preload > 0 {
+        let started = std::time::Instant::now();
+        target
+            .preload(args.preload.min(args.keys), &value, max_clients)
+            .await?;
         eprintln!(
             "preloaded {} keys in {:.1?}",
-            options.preload,
+            args.preload,
             started.elapsed()
         );
     }
-
-    let counters = Arc::new(Counters::default());
-    let deadline = Instant::now() + Duration::from_secs(options.seconds);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for id in 0..options.clients {
-        let client = client.clone();
-        let options = Arc::clone(&options);
-        let counters = Arc::clone(&counters);
-        let value = value.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut histogram =
-                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
-            let mut rng = StdRng::from_os_rng();
-            let mut i = id;
-            while Instant::now() < deadline {
-                let key = rng.random_range(0..options.keys);
-                let endpoint = &options.endpoints[i % options.endpoints.len()];
-                i += 1;
-                let write = match options.workload {
-                    Workload::Write => true,
-                    Workload::Read => false,
-                    Workload::Mixed => rng.random_bool(0.5),
-                };
-                let sent = Instant::now();
-                let result = if write {
-                    client
-                        .put(format!(
-                            "{endpoint}/v1/buckets/{}/keys/k{key}?w={}",
-                            options.bucket, options.w
-                        ))
-                        .body(value.clone())
-                        .send()
-                        .await
-                } else {
-                    client
-                        .get(format!(
-                            "{endpoint}/v1/buckets/{}/keys/k{key}?r={}",
-                            options.bucket, options.r
-                        ))
-                        .send()
-                        .await
-                };
-                let ok = match result {
-                    Ok(response) => {
-                        let status = response.status();
-                        // Drain the body so the connection returns to the pool.
-                        let _ = response.bytes().await;
-                        status.is_success() || status.as_u16() == 404 || status.as_u16() == 300
-                    }
-                    Err(_) => false,
-                };
-                let micros = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
-                histogram.saturating_record(micros.max(1));
-                let counter = if ok { &counters.ok } else { &counters.errors };
-                counter.fetch_add(1, Ordering::Relaxed);
+    let label = args
+        .label
+        .unwrap_or_else(|| format!("{}.{}", args.target.name(), args.workload.name()));
+    for &clients in &args.clients {
+        for repeat in 0..args.repeats {
+            let spec = RunSpec {
+                label: label.clone(),
+                mix: args.workload,
+                keys: args.distribution,
+                key_count: args.keys,
+                value: value.clone(),
+                clients,
+                pacing: args
+                    .rate
+                    .map_or(Pacing::Closed, |rate| Pacing::Open { rate }),
+                duration: Duration::from_secs_f64(args.seconds),
+                grace: Duration::from_millis(args.timeout_ms),
+                quorum: Quorum {
+                    r: args.r.clone(),
+                    w: args.w.clone(),
+                },
+                repeat,
+                seed: rand::random(),
+                progress: !args.no_progress,
+            };
+            let result = runner::run(Arc::clone(&target), spec).await?;
+            // An error, not a panic, when stdout is closed early (`| head`).
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "{}", result.one_line())?;
+            writeln!(stdout, "{}", serde_json::to_string(&result)?)?;
+            drop(stdout);
+            if let Some(path) = &args.out {
+                report::append(path, &result)?;
             }
-            histogram
-        }));
-    }
-    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    for task in tasks {
-        histogram.add(task.await.context("client task")?)?;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let ok = counters.ok.load(Ordering::Relaxed);
-    let errors = counters.errors.load(Ordering::Relaxed);
-    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
-    println!(
-        "{:?} clients={} {:.0} ops/s  ok={} errors={}  p50={:.2}ms p99={:.2}ms p999={:.2}ms max={:.2}ms",
-        options.workload,
-        options.clients,
-        ok as f64 / elapsed,
-        ok,
-        errors,
-        ms(0.5),
-        ms(0.99),
-        ms(0.999),
-        histogram.max() as f64 / 1000.0
-    );
-    println!(
-        "{}",
-        serde_json::json!({
-            "workload": format!("{:?}", options.workload).to_lowercase(),
-            "clients": options.clients,
-            "seconds": elapsed,
-            "ops_per_sec": ok as f64 / elapsed,
-            "ok": ok,
-            "errors": errors,
-            "p50_ms": ms(0.5),
-            "p99_ms": ms(0.99),
-            "p999_ms": ms(0.999),
-            "max_ms": histogram.max() as f64 / 1000.0,
-            "value_bytes": options.value_bytes,
-            "r": options.r,
-            "w": options.w,
-        })
-    );
-    Ok(())
-}
-
-/// Writes keys `0..preload` with `options.clients` concurrent writers.
-async fn preload(
-    client: &reqwest::Client,
-    options: &Arc<Options>,
-    value: &[u8],
-) -> anyhow::Result<()> {
-    let next = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for id in 0..options.clients {
-        let client = client.clone();
-        let options = Arc::clone(options);
-        let next = Arc::clone(&next);
-        let value = value.to_vec();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let key = next.fetch_add(1, Ordering::Relaxed);
-                if key >= options.preload {
-                    return Ok::<(), anyhow::Error>(());
-                }
-                let endpoint = &options.endpoints[(key as usize + id) % options.endpoints.len()];
-                let response = client
-                    .put(format!(
-                        "{endpoint}/v1/buckets/{}/keys/k{key}?w=all",
-                        options.bucket
-                    ))
-                    .body(value.clone())
-                    .send()
-                    .await?;
-                anyhow::ensure!(
-                    response.status().is_success(),
-                    "preload of k{key}: {}",
-                    response.status()
-                );
-            }
-        }));
-    }
-    for task in tasks {
-        task.await??;
+        }
     }
     Ok(())
 }
