@@ -166,6 +166,28 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with extra `serve` flags per node (`args_of(i)`).
     pub fn start_each(size: usize, args_of: impl Fn(usize) -> Vec<String>) -> Self {
+        Self::start_inner(size, args_of, None)
+    }
+
+    /// Like [`Cluster::start_with`], for nodes that require a client bearer token: the
+    /// harness's own client sends `token` on every request.
+    pub fn start_authenticated(size: usize, extra_args: &[&str], token: &str) -> Self {
+        let args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        Self::start_inner(size, |_| args.clone(), Some(token))
+    }
+
+    fn start_inner(
+        size: usize,
+        args_of: impl Fn(usize) -> Vec<String>,
+        token: Option<&str>,
+    ) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {token}").parse().expect("token header"),
+            );
+        }
         let dir = tempfile::tempdir().expect("temp dir");
         let addrs: Vec<String> = (0..size)
             .map(|_| format!("127.0.0.1:{}", free_port()))
@@ -188,6 +210,7 @@ impl Cluster {
                 // Nodes close idle connections after their header timeout (10 s by
                 // default); let go of them first rather than race the close.
                 .pool_idle_timeout(Duration::from_secs(5))
+                .default_headers(headers)
                 .build()
                 .expect("http client"),
             _dir: dir,

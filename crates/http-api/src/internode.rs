@@ -48,6 +48,8 @@ pub async fn rpc(
 pub struct HttpTransport {
     client: reqwest::Client,
     faults: Arc<FaultSwitch>,
+    /// Sent on every request when the cluster has a secret (see [`crate::auth`]).
+    cluster_secret: Option<axum::http::HeaderValue>,
 }
 
 impl HttpTransport {
@@ -65,7 +67,22 @@ impl HttpTransport {
         Ok(Self {
             client,
             faults: Arc::default(),
+            cluster_secret: None,
         })
+    }
+
+    /// Sends `secret` with every request, as the peers' internode routes require.
+    pub fn with_cluster_secret(mut self, secret: Option<&str>) -> Result<Self, TransportError> {
+        self.cluster_secret = secret
+            .map(|s| {
+                let mut value = axum::http::HeaderValue::from_str(s).map_err(|_| {
+                    TransportError::Protocol("the cluster secret is not a header value".into())
+                })?;
+                value.set_sensitive(true);
+                Ok(value)
+            })
+            .transpose()?;
+        Ok(self)
     }
 
     /// The switch that cuts this transport's sends (fault injection in tests).
@@ -88,9 +105,11 @@ impl Transport for HttpTransport {
             )));
         }
         let url = format!("http://{addr}{RPC_PATH}");
-        let sent = self
-            .client
-            .post(url)
+        let mut builder = self.client.post(url);
+        if let Some(secret) = &self.cluster_secret {
+            builder = builder.header(crate::auth::CLUSTER_SECRET_HEADER, secret.clone());
+        }
+        let sent = builder
             .header(header::CONTENT_TYPE, RPC_CONTENT_TYPE)
             .body(message::encode(request))
             .timeout(timeout)

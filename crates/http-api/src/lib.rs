@@ -27,6 +27,7 @@
 //! metrics, [`status`] the status page (`GET /`) and the readiness probe.
 
 pub mod admin;
+pub mod auth;
 pub mod error;
 pub mod fault;
 pub mod internode;
@@ -48,6 +49,7 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use quorumkv_coordinator::Coordinator;
 
+pub use auth::{with_auth, Credentials};
 pub use error::ApiError;
 pub use internode::HttpTransport;
 

@@ -115,6 +115,14 @@ pub struct ServeArgs {
     /// be repaired before it rejoins.
     #[arg(long, env = "QUORUMKV_TOMBSTONE_GRACE_SECS", default_value_t = 10 * 24 * 3600)]
     pub tombstone_grace_secs: u64,
+    /// File of client bearer tokens, one per line: when given, every route but the probes
+    /// (/v1/health, /v1/ready) and the status page shell needs one (401 otherwise).
+    #[arg(long, env = "QUORUMKV_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// File holding the cluster secret (at least 16 characters): when given, internode
+    /// routes need it and this node sends it. Give every node the same file.
+    #[arg(long, env = "QUORUMKV_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
     /// This node's zone (a failure domain: rack, availability zone). With at least n zones,
     /// each key's n replicas are placed in n distinct zones.
     #[arg(long, env = "QUORUMKV_ZONE")]
@@ -154,6 +162,9 @@ pub struct Endpoint {
     /// Print one JSON document instead of human-readable text.
     #[arg(long)]
     pub json: bool,
+    /// Bearer token, for nodes started with --auth-token-file.
+    #[arg(long, env = "QUORUMKV_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// `quorumkv get`.

@@ -63,7 +63,7 @@ pub fn delete(args: &DeleteArgs) -> anyhow::Result<()> {
 pub fn cluster(args: &ClusterArgs) -> anyhow::Result<()> {
     let ClusterCommand::Status { endpoint } = &args.command;
     let base = endpoint.endpoint.trim_end_matches('/');
-    let http = client()?;
+    let http = client(endpoint)?;
     let response = send(http.get(format!("{base}/v1/cluster")), endpoint, Vec::new())?;
     if response.status() != StatusCode::OK {
         return fail(response);
@@ -90,7 +90,7 @@ fn get_as(args: &GetArgs, output: Output) -> anyhow::Result<()> {
         query.push(("r", r.clone()));
     }
     let response = send(
-        client()?.get(key_url(&args.endpoint, &args.bucket, &args.key)),
+        client(&args.endpoint)?.get(key_url(&args.endpoint, &args.bucket, &args.key)),
         &args.endpoint,
         query,
     )?;
@@ -151,7 +151,7 @@ fn put_as(args: &PutArgs, output: Output) -> anyhow::Result<()> {
             buf
         }
     };
-    let mut request = client()?
+    let mut request = client(&args.endpoint)?
         .put(key_url(&args.endpoint, &args.bucket, &args.key))
         .header("content-type", &args.content_type)
         .body(value);
@@ -175,7 +175,8 @@ fn put_as(args: &PutArgs, output: Output) -> anyhow::Result<()> {
 }
 
 fn delete_as(args: &DeleteArgs, output: Output) -> anyhow::Result<()> {
-    let mut request = client()?.delete(key_url(&args.endpoint, &args.bucket, &args.key));
+    let mut request =
+        client(&args.endpoint)?.delete(key_url(&args.endpoint, &args.bucket, &args.key));
     if let Some(context) = &args.context {
         request = request.header(CONTEXT_HEADER, context);
     }
@@ -353,9 +354,17 @@ fn metric_sum(text: &str, name: &str) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum())
 }
 
-fn client() -> anyhow::Result<Client> {
+fn client(endpoint: &Endpoint) -> anyhow::Result<Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = &endpoint.token {
+        let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .context("--token is not a valid header value")?;
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+    }
     Client::builder()
         .tcp_nodelay(true)
+        .default_headers(headers)
         .build()
         .context("cannot build the HTTP client")
 }

@@ -16,7 +16,9 @@ use anyhow::{bail, Context};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use quorumkv_coordinator::detector::DetectorOptions;
 use quorumkv_coordinator::{Coordinator, CoordinatorOptions, NodeId, SyncPolicy};
-use quorumkv_http_api::{router, with_request_timeout, AppState, HttpTransport};
+use quorumkv_http_api::{
+    router, with_auth, with_request_timeout, AppState, Credentials, HttpTransport,
+};
 use quorumkv_replica::{Store, StoreOptions};
 use tokio::sync::watch;
 
@@ -83,7 +85,9 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     .await?
     .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
     let store = Arc::new(store);
-    let transport = Arc::new(HttpTransport::new()?);
+    let credentials = Arc::new(load_credentials(&args)?);
+    let transport =
+        Arc::new(HttpTransport::new()?.with_cluster_secret(credentials.cluster_secret())?);
     let faults = transport.faults();
     let seeds: Vec<String> = args
         .seeds
@@ -162,6 +166,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         app
     };
+    let app = with_auth(app, credentials);
     let app = with_request_timeout(app, Duration::from_millis(args.request_timeout_ms));
     let limits = ConnectionLimits {
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
@@ -261,6 +266,33 @@ async fn anti_entropy(
             _ = stop.changed() => return,
         }
     }
+}
+
+/// Reads the token and secret files named by the flags. A file that cannot be read or
+/// holds nothing usable stops the node at start, naming the flag; the contents are never
+/// logged.
+fn load_credentials(args: &ServeArgs) -> anyhow::Result<Credentials> {
+    let mut credentials = Credentials::default();
+    if let Some(path) = &args.auth_token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--auth-token-file {}: cannot read it", path.display()))?;
+        credentials = credentials
+            .with_client_tokens(&text)
+            .with_context(|| format!("--auth-token-file {}", path.display()))?;
+    }
+    if let Some(path) = &args.cluster_secret_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--cluster-secret-file {}: cannot read it", path.display()))?;
+        credentials = credentials
+            .with_cluster_secret(&text)
+            .with_context(|| format!("--cluster-secret-file {}", path.display()))?;
+    } else if args.seeds.iter().any(|s| !s.trim().is_empty()) {
+        tracing::warn!(
+            "no --cluster-secret-file: internode routes accept any caller that can reach this \
+             node"
+        );
+    }
+    Ok(credentials)
 }
 
 async fn shutdown_signal() {

@@ -1,0 +1,116 @@
+//! Authentication against real processes: client bearer tokens and the cluster secret.
+//! A refused request changes nothing; the probes stay open; the nodes, which share the
+//! secret, still replicate.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with its location
+
+use quorumkv_tests::{error_of, Cluster};
+use reqwest::StatusCode;
+
+const TOKEN: &str = "client-token-for-tests-0123456789";
+const SECRET: &str = "cluster-secret-for-tests-0123456789";
+
+#[test]
+fn without_the_right_token_or_secret_nothing_is_read_or_changed() {
+    let files = tempfile::tempdir().unwrap();
+    let tokens = files.path().join("tokens");
+    let secret = files.path().join("secret");
+    std::fs::write(&tokens, format!("# clients\n{TOKEN}\n")).unwrap();
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    let cluster = Cluster::start_authenticated(
+        3,
+        &[
+            "--auth-token-file",
+            tokens.to_str().unwrap(),
+            "--cluster-secret-file",
+            secret.to_str().unwrap(),
+        ],
+        TOKEN,
+    );
+    // The harness's client sends the token; this one sends only what each case says.
+    let http = &reqwest::blocking::Client::new();
+    let key_url = cluster.key_url(0, "auth", b"k");
+    let bearer = |token: &str| format!("Bearer {token}");
+
+    // The probes stay open.
+    assert_eq!(
+        http.get(format!("{}/v1/health", cluster.url(0)))
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        http.get(format!("{}/v1/ready", cluster.url(1)))
+            .send()
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+
+    // With the token: a write at w=3 succeeds, so the nodes' internode calls carry the
+    // secret.
+    let put = http
+        .put(format!("{key_url}?w=3"))
+        .header("authorization", bearer(TOKEN))
+        .body("kept")
+        .send()
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+
+    // Without a token, or with a wrong one: 401, and nothing changes.
+    for authorization in [None, Some(bearer("wrong-token")), Some(TOKEN.to_string())] {
+        let mut request = http.put(key_url.clone()).body("overwritten");
+        if let Some(value) = &authorization {
+            request = request.header("authorization", value);
+        }
+        let response = request.send().unwrap();
+        assert_eq!(response.headers()["www-authenticate"], "Bearer");
+        assert_eq!(
+            error_of(response),
+            (StatusCode::UNAUTHORIZED, "unauthorized".into()),
+            "{authorization:?}"
+        );
+        let mut read = http.get(key_url.clone());
+        if let Some(value) = &authorization {
+            read = read.header("authorization", value);
+        }
+        assert_eq!(read.send().unwrap().status(), StatusCode::UNAUTHORIZED);
+    }
+    for path in ["/v1/cluster", "/metrics", "/v1/buckets/auth/props"] {
+        let response = http
+            .get(format!("{}{path}", cluster.url(2)))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let read = http
+        .get(format!("{key_url}?r=3"))
+        .header("authorization", bearer(TOKEN))
+        .send()
+        .unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+    assert_eq!(read.text().unwrap(), "kept");
+
+    // An internode request without the secret, or with a wrong one, is refused before it
+    // is even decoded.
+    let rpc = format!("{}/internal/v1/rpc", cluster.url(1));
+    for secret in [None, Some("cluster-secret-for-tests-0123456788")] {
+        let mut request = http.post(rpc.clone()).body(vec![1u8, 0]);
+        if let Some(value) = secret {
+            request = request.header("x-quorumkv-cluster-secret", value);
+        }
+        assert_eq!(
+            error_of(request.send().unwrap()),
+            (StatusCode::UNAUTHORIZED, "unauthorized".into())
+        );
+    }
+    // The client token is no cluster secret.
+    let response = http
+        .post(rpc)
+        .header("authorization", bearer(TOKEN))
+        .body(vec![1u8, 0])
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
