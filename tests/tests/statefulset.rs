@@ -43,6 +43,8 @@ use serde_json::Value;
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// The namespace the pods are imagined in.
 const NAMESPACE: &str = "quorumkv";
+/// The client token this test puts in the pods' Secret volume.
+const TEST_TOKEN: &str = "client-token-of-the-statefulset-test";
 
 #[test]
 fn three_nodes_started_as_the_statefulset_starts_them_form_one_ring() {
@@ -92,6 +94,34 @@ fn three_nodes_started_as_the_statefulset_starts_them_form_one_ring() {
         })
         .collect();
 
+    // The kubelet fills each Secret volume with one file per key of the Secret; the keys
+    // are those the overlay generates the Secret from, the values are this test's own.
+    let secret_keys: Vec<String> =
+        std::fs::read_to_string(root.join("deploy/k8s/overlays/example/secrets.env"))
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k.trim().to_string()))
+            .collect();
+    let secret_value = |key: &str| match key {
+        "auth-token" => TEST_TOKEN.to_string(),
+        other => format!("{other}-value-of-the-statefulset-test"),
+    };
+    for pod in &pods {
+        for volume in pod_spec["volumes"].as_array().into_iter().flatten() {
+            if volume.get("secret").is_some() {
+                let dir = pod
+                    .dir
+                    .join("volumes")
+                    .join(volume["name"].as_str().unwrap());
+                std::fs::create_dir_all(&dir).unwrap();
+                for key in &secret_keys {
+                    std::fs::write(dir.join(key), secret_value(key)).unwrap();
+                }
+            }
+        }
+    }
+
     let mut running: Vec<RunningPod> = pods
         .iter()
         .map(|pod| {
@@ -100,8 +130,15 @@ fn three_nodes_started_as_the_statefulset_starts_them_form_one_ring() {
         })
         .collect();
 
+    // Clients authenticate with the token from the Secret; the probes need none.
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {TEST_TOKEN}").parse().unwrap(),
+    );
     let http = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(3))
+        .default_headers(headers)
         .build()
         .unwrap();
     let probe_port = container_port(container, "http");

@@ -28,6 +28,13 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Cluster administration.
     Cluster(ClusterArgs),
+    /// Exits 0 when the node answers its liveness probe (GET /v1/health, which needs no
+    /// token): for container health checks.
+    Health {
+        #[command(flatten)]
+        #[allow(missing_docs)] // documented by its fields
+        endpoint: Endpoint,
+    },
 }
 
 /// fsync policy of the write-ahead log.

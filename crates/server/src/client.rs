@@ -354,6 +354,22 @@ fn metric_sum(text: &str, name: &str) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum())
 }
 
+/// `quorumkv health`: succeeds when the node answers `GET /v1/health` with 200.
+pub fn health(endpoint: &Endpoint) -> anyhow::Result<()> {
+    let url = format!("{}/v1/health", endpoint.endpoint.trim_end_matches('/'));
+    let response = client(endpoint)?
+        .get(url)
+        .send()
+        .with_context(|| format!("cannot reach {}", endpoint.endpoint))?;
+    if response.status() != StatusCode::OK {
+        return fail(response);
+    }
+    if endpoint.json {
+        println!("{}", response.text()?);
+    }
+    Ok(())
+}
+
 fn client(endpoint: &Endpoint) -> anyhow::Result<Client> {
     let mut headers = reqwest::header::HeaderMap::new();
     if let Some(token) = &endpoint.token {

@@ -18,6 +18,7 @@ fn main() -> std::process::ExitCode {
         Command::Put(args) => client::put(&args),
         Command::Delete(args) => client::delete(&args),
         Command::Cluster(args) => client::cluster(&args),
+        Command::Health { endpoint } => client::health(&endpoint),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
