@@ -1,0 +1,248 @@
+//! Cluster upkeep of one node: probing peers (ids, zones, liveness), remembering what it
+//! learned, and keeping bucket properties in step with the other nodes.
+//!
+//! None of it is on a request's path except a change of bucket properties, which asks
+//! every member whether the bucket holds data before it changes `n`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use quorumkv_replica::Store;
+use quorumkv_ring::NodeId;
+use tokio::time::Instant;
+
+use super::{quorum_unavailable, unexpected, Coordinator, PropsUpdate, META_MEMBERS, META_PROPS};
+use crate::error::{CoordinatorError, Operation, ReplicaFailure};
+use crate::membership::KnownPeer;
+use crate::message::{Request, Response};
+use crate::props::VersionedProps;
+use crate::quorum::BucketProps;
+use crate::transport::TransportError;
+use crate::BucketName;
+
+impl Coordinator {
+    /// Changes the properties of `bucket` cluster-wide. A change of `n` is refused while any
+    /// member holds data of the bucket.
+    pub async fn set_bucket_props(
+        self: &Arc<Self>,
+        bucket: &BucketName,
+        update: PropsUpdate,
+    ) -> Result<BucketProps, CoordinatorError> {
+        let current = self.bucket_props(bucket);
+        let n = update.n.unwrap_or(current.n);
+        let (default_r, default_w) = if n == current.n {
+            (current.r, current.w)
+        } else {
+            let fresh = BucketProps::with_n(n);
+            (fresh.r, fresh.w)
+        };
+        let props = BucketProps {
+            n,
+            r: update.r.unwrap_or(default_r),
+            w: update.w.unwrap_or(default_w),
+        };
+        props.validate()?;
+        if n != current.n {
+            self.ensure_bucket_empty(bucket, current.n, n).await?;
+        }
+        let entry = VersionedProps {
+            props,
+            version: self.props.next_version(bucket.as_str(), &self.node),
+        };
+        let table = std::collections::BTreeMap::from([(bucket.as_str().to_string(), entry)]);
+        self.adopt_props(&table).await?;
+        // Push to every peer now; one that misses it pulls it on its next sync round.
+        let pushes = self.membership.peer_addrs().into_iter().map(|addr| {
+            let request = Request::PutProps {
+                props: table.clone(),
+            };
+            let transport = Arc::clone(&self.transport);
+            async move {
+                transport
+                    .call(&addr, &request, Duration::from_secs(1))
+                    .await
+            }
+        });
+        futures::future::join_all(pushes).await;
+        Ok(props)
+    }
+
+    /// One round of background upkeep: probes every peer (learning ids and liveness),
+    /// persists newly learned members, and pulls bucket properties from the peers that
+    /// answered. The server calls it periodically.
+    pub async fn tick(self: &Arc<Self>, probe_timeout: Duration) {
+        let probes = self.membership.peer_addrs().into_iter().map(|addr| {
+            let transport = Arc::clone(&self.transport);
+            async move {
+                let answer = transport
+                    .call(&addr, &Request::Describe, probe_timeout)
+                    .await;
+                (addr, answer)
+            }
+        });
+        let mut learned = false;
+        let mut alive = Vec::new();
+        for (addr, answer) in futures::future::join_all(probes).await {
+            match answer {
+                Ok(Response::Described { node, zone }) => {
+                    learned |= self.membership.record_alive(&addr, node, zone);
+                    alive.push(addr);
+                }
+                Err(TransportError::Unreachable(_)) => {
+                    self.membership.record_unreachable(&addr, true);
+                }
+                _ => self.membership.record_unreachable(&addr, false),
+            }
+        }
+        metrics::gauge!("quorumkv_nodes_down").set(self.membership.down_count() as f64);
+        if learned {
+            let peers = self.membership.known_peers();
+            if let Err(error) = self.save_meta(META_MEMBERS, &peers).await {
+                tracing::error!(%error, "cannot persist the member list");
+            }
+        }
+        let pulls = alive.into_iter().map(|addr| {
+            let transport = Arc::clone(&self.transport);
+            async move {
+                transport
+                    .call(&addr, &Request::GetProps, probe_timeout)
+                    .await
+            }
+        });
+        for answer in futures::future::join_all(pulls).await {
+            if let Ok(Response::Props(props)) = answer {
+                if let Err(error) = self.adopt_props(&props).await {
+                    tracing::error!(%error, "cannot persist bucket properties");
+                }
+            }
+        }
+    }
+
+    async fn ensure_bucket_empty(
+        self: &Arc<Self>,
+        bucket: &BucketName,
+        current: usize,
+        requested: usize,
+    ) -> Result<(), CoordinatorError> {
+        let members: Vec<NodeId> = self.ring()?.members().to_vec();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let request = Request::BucketHasKeys {
+            bucket: bucket.as_bytes().to_vec(),
+        };
+        let sends = members
+            .iter()
+            .map(|m| (m.clone(), request.clone()))
+            .collect();
+        let mut pending = self.fan_out(sends, deadline);
+        let mut answered = 0;
+        let mut failures = Vec::new();
+        while let Some((node, result)) = pending.next().await {
+            match result {
+                Ok(Response::HasKeys(false)) => answered += 1,
+                Ok(Response::HasKeys(true)) => {
+                    return Err(CoordinatorError::BucketNotEmpty {
+                        bucket: bucket.to_string(),
+                        current,
+                        requested,
+                    })
+                }
+                Ok(other) => failures.push(unexpected(node, &other)),
+                Err(reason) => failures.push(ReplicaFailure { node, reason }),
+            }
+        }
+        if answered < members.len() {
+            // Without every member's answer the bucket may hold data somewhere.
+            return Err(quorum_unavailable(
+                Operation::SetProps,
+                members.len(),
+                answered,
+                failures,
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn adopt_props(
+        self: &Arc<Self>,
+        incoming: &std::collections::BTreeMap<String, VersionedProps>,
+    ) -> Result<(), CoordinatorError> {
+        if self.props.merge(incoming) {
+            let snapshot = self.props.snapshot();
+            self.save_meta(META_PROPS, &snapshot).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn save_meta<T: serde::Serialize>(
+        &self,
+        name: &'static str,
+        value: &T,
+    ) -> Result<(), CoordinatorError> {
+        let bytes =
+            serde_json::to_vec(value).map_err(|e| CoordinatorError::Internal(e.to_string()))?;
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || store.put_meta(name, &bytes))
+            .await
+            .map_err(|e| CoordinatorError::Internal(e.to_string()))?
+            .map_err(|e| CoordinatorError::Internal(e.to_string()))
+    }
+}
+
+/// A persisted peer: `[id, addr, zone]`, or `[id, addr]` as written before zones existed.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+pub(super) enum StoredPeer {
+    Zoned(NodeId, String, Option<String>),
+    Plain(NodeId, String),
+}
+
+impl StoredPeer {
+    pub(super) fn into_known(self) -> KnownPeer {
+        match self {
+            Self::Zoned(id, addr, zone) => (id, addr, zone),
+            Self::Plain(id, addr) => (id, addr, None),
+        }
+    }
+}
+
+pub(super) fn load_meta<T: serde::de::DeserializeOwned>(
+    store: &Store,
+    name: &str,
+) -> Result<Option<T>, CoordinatorError> {
+    let Some(bytes) = store
+        .get_meta(name)
+        .map_err(|e| CoordinatorError::Internal(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| CoordinatorError::Internal(format!("stored {name} is unreadable: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persisted_peers_are_read_with_or_without_a_zone() {
+        let old: Vec<StoredPeer> = serde_json::from_str(r#"[["n2","h:2"]]"#).expect("old form");
+        let new: Vec<StoredPeer> =
+            serde_json::from_str(r#"[["n2","h:2","z1"],["n3","h:3",null]]"#).expect("new form");
+        let known = |peers: Vec<StoredPeer>| -> Vec<KnownPeer> {
+            peers.into_iter().map(StoredPeer::into_known).collect()
+        };
+        assert_eq!(
+            known(old),
+            vec![(NodeId::new("n2"), "h:2".to_string(), None)]
+        );
+        assert_eq!(
+            known(new),
+            vec![
+                (NodeId::new("n2"), "h:2".to_string(), Some("z1".to_string())),
+                (NodeId::new("n3"), "h:3".to_string(), None)
+            ]
+        );
+    }
+}
