@@ -50,11 +50,32 @@ pub fn binary() -> PathBuf {
     path
 }
 
-/// A free port on 127.0.0.1 (bound and released; the race with other processes is small
-/// and a clash fails loudly at bind).
+/// The ports test nodes listen on: below the kernel's ephemeral range (32768 and up by
+/// default), so that no outgoing connection of this or another process can take a port
+/// between the moment it is chosen and the moment the node binds it.
+const NODE_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free port on 127.0.0.1 for a test node. Each test process starts at its own offset
+/// (by process id) and hands out ports in order, checking each is free now; tests in one
+/// process never get the same port, and processes rarely meet.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(NODE_PORTS.end - NODE_PORTS.start);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() * 97) % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = NODE_PORTS.start + u16::try_from(offset).unwrap_or(0);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {NODE_PORTS:?}");
 }
 
 /// One node of a test cluster.
