@@ -50,6 +50,10 @@ pub enum SyncArg {
 /// `quorumkv serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    /// TOML file of options (keys are these long flags without dashes); flags and
+    /// QUORUMKV_* variables take precedence over it.
+    #[arg(long, env = "QUORUMKV_CONFIG")]
+    pub config: Option<PathBuf>,
     /// This node's id, unique in the cluster and stable across restarts.
     #[arg(long, env = "QUORUMKV_NODE_ID")]
     pub node_id: String,

@@ -3,6 +3,7 @@
 
 mod cli;
 mod client;
+mod config;
 mod listener;
 mod serve;
 
@@ -11,7 +12,12 @@ use clap::Parser;
 use crate::cli::{Cli, Command};
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Err(error) = config::apply(&args) {
+        eprintln!("quorumkv: {error:#}");
+        return std::process::ExitCode::FAILURE;
+    }
+    let cli = Cli::parse_from(args);
     let result = match cli.command {
         Command::Serve(args) => serve::main(args),
         Command::Get(args) => client::get(&args),

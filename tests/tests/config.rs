@@ -1,0 +1,77 @@
+//! The configuration file against a real process: its settings apply, flags win over it,
+//! and a bad file stops the node at start with a message naming the option.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with its location
+
+use std::process::Command;
+
+use quorumkv_tests::{binary, error_of, Cluster};
+use reqwest::StatusCode;
+
+#[test]
+fn file_settings_apply_and_flags_take_precedence() {
+    let files = tempfile::tempdir().unwrap();
+    let config = files.path().join("quorumkv.toml");
+    std::fs::write(
+        &config,
+        "default_n = 1\nmax_value_bytes = 100\nread_repair = false\n",
+    )
+    .unwrap();
+    let cluster = Cluster::start_with(
+        1,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--max-value-bytes",
+            "200",
+        ],
+    );
+    let props: serde_json::Value = cluster
+        .http()
+        .get(format!("{}/v1/buckets/fresh/props", cluster.url(0)))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        props,
+        serde_json::json!({"n": 1, "r": 1, "w": 1}),
+        "default_n from the file"
+    );
+    // The flag's 200 bytes, not the file's 100.
+    assert_eq!(
+        cluster.put(0, "fresh", b"k", &[7; 150], "", None).status(),
+        StatusCode::NO_CONTENT
+    );
+    let (status, code) = error_of(cluster.put(0, "fresh", b"k", &[7; 201], "", None));
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "value_too_large")
+    );
+}
+
+#[test]
+fn a_bad_file_stops_the_node_naming_the_option() {
+    let files = tempfile::tempdir().unwrap();
+    for (text, named) in [
+        ("node_id = \"n\"\nmax_value_byte = 10\n", "max_value_byte"),
+        ("node_id = \"n\"\ndefault_n = 99\n", "default-n"),
+        ("node_id = \"n\"\nsync = \"sometimes\"\n", "sync"),
+    ] {
+        let config = files.path().join("bad.toml");
+        std::fs::write(&config, text).unwrap();
+        let output = Command::new(binary())
+            .args(["serve", "--config", config.to_str().unwrap(), "--data-dir"])
+            .arg(files.path().join("data"))
+            .env_remove("QUORUMKV_DEFAULT_N")
+            .env_remove("QUORUMKV_SYNC")
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{text:?} was accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(named),
+            "{text:?}: the error does not name {named}: {stderr}"
+        );
+    }
+}
