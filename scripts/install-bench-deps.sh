@@ -12,18 +12,6 @@ if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
 
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "install-bench-deps: missing ${missing[*]}; install them with your package manager" >&2
-    exit 1
-fi
-sudo=""
-if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || { echo "install-bench-deps: need root or sudo to install ${missing[*]}" >&2; exit 1; }
-    sudo="sudo"
-fi
-echo "install-bench-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq
-# Debian's package may also start a system etcd on the default ports; the benchmark starts
-# its own members on other ports, with their own data directories.
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian's package may also start a system etcd on the default ports; the benchmark
+# starts its own members on other ports, with their own data directories.
+"$(dirname "$0")/apt-install.sh" install-bench-deps "${missing[@]}"

@@ -23,18 +23,6 @@ find_browser >/dev/null || missing+=(chromium)
 have_font || missing+=(fonts-dejavu-core)
 
 if [ ${#missing[@]} -gt 0 ]; then
-    if ! command -v apt-get >/dev/null 2>&1; then
-        echo "install-browser: missing ${missing[*]}; install them with your package manager" >&2
-        exit 1
-    fi
-    sudo=""
-    if [ "$(id -u)" -ne 0 ]; then
-        command -v sudo >/dev/null 2>&1 || { echo "install-browser: need root or sudo to install ${missing[*]}" >&2; exit 1; }
-        sudo="sudo"
-    fi
-    echo "install-browser: installing ${missing[*]}" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    $sudo apt-get update -qq >&2
-    $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    "$(dirname "$0")/apt-install.sh" install-browser "${missing[@]}"
 fi
 find_browser
