@@ -107,6 +107,10 @@ pub enum CoordinatorError {
         /// The one asked for.
         requested: usize,
     },
+    /// This node's disk is full, so it cannot store what the request changes here; the
+    /// request may be retried once space is freed.
+    #[error("this node is out of disk space: {0}")]
+    InsufficientStorage(String),
     /// A fault of this node (its storage, most likely); the request may be retried.
     #[error("internal error: {0}")]
     Internal(String),
@@ -117,7 +121,10 @@ impl CoordinatorError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::NotReady(_) | Self::QuorumUnavailable { .. } | Self::Internal(_)
+            Self::NotReady(_)
+                | Self::QuorumUnavailable { .. }
+                | Self::InsufficientStorage(_)
+                | Self::Internal(_)
         )
     }
 }

@@ -95,6 +95,11 @@ impl From<CoordinatorError> for ApiError {
             CoordinatorError::BucketNotEmpty { .. } => {
                 Self::new(StatusCode::CONFLICT, "bucket_not_empty", error.to_string())
             }
+            CoordinatorError::InsufficientStorage(_) => Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                error.to_string(),
+            ),
             CoordinatorError::Internal(_) => {
                 tracing::error!(%error, "internal error");
                 Self::new(
@@ -120,5 +125,21 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(CONTEXT_HEADER, token);
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_answers_507_insufficient_storage() {
+        let error = ApiError::from(CoordinatorError::InsufficientStorage(
+            "out of disk space: IO error: No space left on device".into(),
+        ));
+        assert_eq!(
+            (error.status(), error.code()),
+            (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage")
+        );
     }
 }

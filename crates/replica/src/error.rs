@@ -6,8 +6,8 @@
 //! object (and wraps a [`VersionError`] when the bytes decoded but described an
 //! impossible object), and [`StoreError`] is what the store hands to the
 //! coordinator. The variants name meanings, not libraries: RocksDB's error is
-//! carried as text in [`StoreError::Db`], so no RocksDB type leaks above this
-//! crate.
+//! carried as text in [`StoreError::Db`] (or [`StoreError::OutOfSpace`] when the
+//! disk is full), so no RocksDB type leaks above this crate.
 
 use crate::version::Dot;
 
@@ -83,6 +83,11 @@ pub enum StoreError {
     /// RocksDB reported an error; the text is RocksDB's.
     #[error("storage engine error: {0}")]
     Db(String),
+    /// The disk under the database is full (or at the engine's space limit): the store
+    /// refuses writes and still serves reads until space is freed (see the store's
+    /// "Full disk" section). The text is RocksDB's.
+    #[error("out of disk space: {0}")]
+    OutOfSpace(String),
     /// A filesystem operation around the database failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
@@ -97,11 +102,49 @@ impl StoreError {
     pub fn is_corrupt(&self) -> bool {
         matches!(self, StoreError::Corrupt { .. })
     }
+
+    /// Whether this error says the disk is full, the case an operator fixes by freeing
+    /// space rather than by repairing data.
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(self, StoreError::OutOfSpace(_))
+    }
 }
 
 #[cfg(feature = "rocksdb-store")]
 impl From<rocksdb::Error> for StoreError {
     fn from(err: rocksdb::Error) -> Self {
-        StoreError::Db(err.into_string())
+        StoreError::from_engine_text(err.into_string())
+    }
+}
+
+#[cfg(feature = "rocksdb-store")]
+impl StoreError {
+    /// Classifies RocksDB's status text. Its C API gives nothing else, and the wording of
+    /// the two space subcodes (NoSpace, from ENOSPC; SpaceLimit, from its file manager) is
+    /// stable across releases.
+    fn from_engine_text(text: String) -> Self {
+        if text.contains("No space left on device") || text.contains("Space limit reached") {
+            StoreError::OutOfSpace(text)
+        } else {
+            StoreError::Db(text)
+        }
+    }
+}
+
+#[cfg(all(test, feature = "rocksdb-store"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_told_apart_from_other_engine_errors() {
+        // What RocksDB answers a write when the WAL cannot grow on a full disk.
+        let full = StoreError::from_engine_text(
+            "IO error: No space left on device: While appending to file: db/000004.log: No \
+             space left on device"
+                .to_string(),
+        );
+        assert!(full.is_out_of_space(), "{full}");
+        let other = StoreError::from_engine_text("Invalid argument: bad option".to_string());
+        assert!(matches!(other, StoreError::Db(_)), "{other}");
     }
 }

@@ -32,6 +32,18 @@
 //! lost-write bug that per-incarnation actors exist to prevent. The record
 //! is left for repair from other replicas.
 //!
+//! # Full disk
+//! When the disk fills, the write that cannot grow the WAL fails with
+//! [`StoreError::OutOfSpace`] and RocksDB stops accepting writes (a "hard"
+//! background error); reads go on. Nothing acknowledged is lost: a write
+//! that failed was never acknowledged by this replica. RocksDB resumes by
+//! itself, without a restart: its file manager checks the free space every
+//! 5 seconds and resumes once at least its reserved buffer is free, which is
+//! one memtable (64 MiB with the options here). Until then every write
+//! fails the same way, at once. The other replicas keep hints for what this
+//! one missed, and hinted handoff and anti-entropy bring it up to date
+//! afterwards.
+//!
 //! # Threads
 //! Every method blocks on RocksDB I/O. Callers on an async runtime run them
 //! on a blocking thread (e.g. `tokio::task::spawn_blocking`), never directly
@@ -215,9 +227,10 @@ impl Store {
             hint_count: AtomicU64::new(0),
             aae,
         };
-        store
-            .hint_count
-            .store(store.count_hints()?, Ordering::Relaxed);
+        let hints = store.count_hints()?;
+        store.hint_count.store(hints, Ordering::Relaxed);
+        // Hints survive a restart: report them now, not only at the next change.
+        metrics::gauge!("quorumkv_hints_pending").set(hints as f64);
         Ok(store)
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use quorumkv_replica::Store;
+use quorumkv_replica::{Store, StoreError};
 use quorumkv_ring::NodeId;
 use tokio::time::Instant;
 
@@ -50,8 +50,14 @@ impl Coordinator {
             props,
             version: self.props.next_version(bucket.as_str(), &self.node),
         };
+        // Stored before it is applied: a change this node cannot store (its disk is full)
+        // must fail whole, not spread from its memory to the peers after the client was
+        // told it failed.
+        let mut stored = self.props.snapshot();
+        stored.insert(bucket.as_str().to_string(), entry.clone());
+        self.save_meta(META_PROPS, &stored).await?;
         let table = std::collections::BTreeMap::from([(bucket.as_str().to_string(), entry)]);
-        self.adopt_props(&table).await?;
+        self.props.merge(&table);
         // Push to every peer now; one that misses it pulls it on its next sync round.
         let pushes = self.membership.peer_addrs().into_iter().map(|addr| {
             let request = Request::PutProps {
@@ -185,7 +191,10 @@ impl Coordinator {
         tokio::task::spawn_blocking(move || store.put_meta(name, &bytes))
             .await
             .map_err(|e| CoordinatorError::Internal(e.to_string()))?
-            .map_err(|e| CoordinatorError::Internal(e.to_string()))
+            .map_err(|e| match e {
+                StoreError::OutOfSpace(_) => CoordinatorError::InsufficientStorage(e.to_string()),
+                e => CoordinatorError::Internal(e.to_string()),
+            })
     }
 }
 
