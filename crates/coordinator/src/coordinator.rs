@@ -24,6 +24,7 @@
 pub mod antientropy;
 mod cluster;
 pub mod handoff;
+pub mod planted;
 mod read;
 mod reaper;
 mod write;
@@ -210,6 +211,8 @@ pub struct Coordinator {
     /// The tombstone reaper's scan position and grace clocks. A std mutex: held for map
     /// updates only, never across an await.
     reaper: std::sync::Mutex<reaper::ReaperState>,
+    /// The bug this replica plays for the fault suite's negative controls, normally none.
+    planted: planted::FaultCell,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -256,6 +259,7 @@ impl Coordinator {
             repairs: Arc::new(tokio::sync::Semaphore::new(options.read_repair_concurrency)),
             reaper: std::sync::Mutex::default(),
             anti_entropy: antientropy::AntiEntropyState::default(),
+            planted: planted::FaultCell::default(),
             options,
         })
     }
@@ -436,8 +440,44 @@ impl Coordinator {
                 Ok(()) => Response::Ack,
                 Err(e) => storage_error(e.to_string()),
             },
-            request => self.execute_on_store(request).await,
+            request => self.execute_storage(request).await,
         }
+    }
+
+    /// Plants a bug in this replica (see [`planted`]); only a node started with fault
+    /// injection exposes this.
+    pub fn set_planted_fault(&self, fault: planted::ReplicaFault) {
+        tracing::warn!(?fault, "fault injection: replica fault planted");
+        self.planted.set(fault);
+    }
+
+    /// The bug this replica plays, normally [`planted::ReplicaFault::None`].
+    pub fn planted_fault(&self) -> planted::ReplicaFault {
+        self.planted.get()
+    }
+
+    /// A storage request from a replica's point of view (sent by a peer, or by this node
+    /// to itself): the store's answer, unless a planted bug changes it.
+    async fn execute_storage(self: &Arc<Self>, request: Request) -> Response {
+        let fault = self.planted.get();
+        if fault == planted::ReplicaFault::None {
+            return self.execute_on_store(request).await;
+        }
+        if let Some(response) = planted::intercept(fault, &request) {
+            return response;
+        }
+        let written = request.clone();
+        let response = self.execute_on_store(request).await;
+        if fault == planted::ReplicaFault::LastWriteWins {
+            let store = Arc::clone(&self.store);
+            let collapsed =
+                tokio::task::spawn_blocking(move || planted::collapse_siblings(&store, &written))
+                    .await;
+            if let Ok(Err(error)) = collapsed {
+                tracing::warn!(%error, "planted last-write-wins could not collapse siblings");
+            }
+        }
+        response
     }
 
     fn deadline(&self, timeout: Option<Duration>) -> Instant {
@@ -525,7 +565,7 @@ impl Coordinator {
         deadline: Instant,
     ) -> Result<Response, String> {
         let response = if *node == self.node {
-            self.execute_on_store(request).await
+            self.execute_storage(request).await
         } else {
             let addr = self
                 .membership

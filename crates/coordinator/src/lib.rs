@@ -54,6 +54,7 @@ pub use context::{decode_context, encode_context};
 pub use coordinator::{
     antientropy::{AntiEntropyOptions, AntiEntropyStats},
     handoff::HandoffStats,
+    planted::ReplicaFault,
     ClusterView, Coordinator, CoordinatorOptions, LiveValue, PropsUpdate, ReadOptions, ReadOutcome,
     WriteOptions,
 };

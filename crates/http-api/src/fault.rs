@@ -7,6 +7,10 @@
 //! probe or handoff crosses, exactly as if the link were down, and the failure detector
 //! sees refused connections. The route that sets the switch exists only when the node is
 //! started with `--fault-injection`; a production node never serves it.
+//!
+//! The same routes plant a replica bug (`PUT /internal/v1/fault/replica`, see
+//! [`quorumkv_coordinator::ReplicaFault`]), so that the fault suite can show its history
+//! checker catches the anomalies it exists for.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
@@ -16,6 +20,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::put;
 use axum::{Json, Router};
+use quorumkv_coordinator::{Coordinator, ReplicaFault};
 use serde::{Deserialize, Serialize};
 
 /// The addresses this node's transport refuses to send to.
@@ -58,27 +63,59 @@ pub struct Partition {
     pub blocked: BTreeSet<String>,
 }
 
+/// The body of `PUT /internal/v1/fault/replica`.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlantedFault {
+    /// `none`, `ack-without-storing` or `last-write-wins`.
+    pub fault: ReplicaFault,
+}
+
+#[derive(Clone)]
+struct Faults {
+    switch: Arc<FaultSwitch>,
+    coordinator: Arc<Coordinator>,
+}
+
 /// The fault-injection routes, for a node started with `--fault-injection`.
-pub fn router(faults: Arc<FaultSwitch>) -> Router {
+pub fn router(switch: Arc<FaultSwitch>, coordinator: Arc<Coordinator>) -> Router {
     Router::new()
         .route(
             "/internal/v1/fault/partition",
             put(set_partition).get(get_partition),
         )
-        .with_state(faults)
+        .route(
+            "/internal/v1/fault/replica",
+            put(set_replica_fault).get(get_replica_fault),
+        )
+        .with_state(Faults {
+            switch,
+            coordinator,
+        })
 }
 
-async fn set_partition(
-    State(faults): State<Arc<FaultSwitch>>,
-    Json(partition): Json<Partition>,
-) -> Response {
+async fn set_partition(State(faults): State<Faults>, Json(partition): Json<Partition>) -> Response {
     tracing::warn!(blocked = ?partition.blocked, "fault injection: internode sends cut");
-    faults.set(partition.blocked);
+    faults.switch.set(partition.blocked);
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn get_partition(State(faults): State<Arc<FaultSwitch>>) -> Json<Partition> {
+async fn get_partition(State(faults): State<Faults>) -> Json<Partition> {
     Json(Partition {
-        blocked: faults.snapshot(),
+        blocked: faults.switch.snapshot(),
+    })
+}
+
+async fn set_replica_fault(
+    State(faults): State<Faults>,
+    Json(planted): Json<PlantedFault>,
+) -> Response {
+    faults.coordinator.set_planted_fault(planted.fault);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn get_replica_fault(State(faults): State<Faults>) -> Json<PlantedFault> {
+    Json(PlantedFault {
+        fault: faults.coordinator.planted_fault(),
     })
 }

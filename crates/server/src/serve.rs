@@ -162,11 +162,12 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     });
     let app = if args.fault_injection {
         tracing::warn!("fault injection is on: internode links can be cut through the API");
-        app.merge(quorumkv_http_api::fault::router(faults))
+        app.merge(quorumkv_http_api::fault::router(faults, fault_coordinator))
     } else {
         app
     };
     let app = with_auth(app, credentials);
+    let fault_coordinator = Arc::clone(&coordinator);
     let app = with_request_timeout(app, Duration::from_millis(args.request_timeout_ms));
     let limits = ConnectionLimits {
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
