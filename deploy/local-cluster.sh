@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts a local 3-node quorumkv cluster on 127.0.0.1:7001-7003 with data under ./data,
 # prints a few requests to try, and stops all three cleanly (SIGTERM) on Ctrl-C.
+# The nodes share the cluster secret in ./data/cluster-secret, made on the first run.
 set -euo pipefail
 BIN=${BIN:-target/release/quorumkv}
 DATA=${DATA:-data}
@@ -19,10 +20,16 @@ trap stop EXIT
 trap 'exit 0' INT TERM
 
 mkdir -p "$DATA"
+# A node with peers refuses to start without the cluster secret: make one, readable by
+# this user only, and keep it across runs (every node of the cluster needs the same).
+SECRET="$DATA/cluster-secret"
+if [ ! -s "$SECRET" ]; then
+    (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$SECRET")
+fi
 for i in 1 2 3; do
     port=${PORTS[$((i - 1))]}
     "$BIN" serve --node-id "node$i" --listen "127.0.0.1:$port" --data-dir "$DATA/node$i" \
-        --seeds "$SEEDS" >>"$DATA/node$i.log" 2>&1 &
+        --seeds "$SEEDS" --cluster-secret-file "$SECRET" >>"$DATA/node$i.log" 2>&1 &
     pids+=($!)
 done
 

@@ -53,17 +53,20 @@ wait_for() {
 }
 
 # start_quorumkv NAME SYNC PORT...: a cluster of one node per port, data under $work/NAME,
-# logs in $out/logs/NAME-nodeI.log; returns once every node reports the ring formed.
+# logs in $out/logs/NAME-nodeI.log; returns once every node reports the ring formed. The
+# nodes share a cluster secret made for this run, as every multi-node cluster must.
 start_quorumkv() {
     local name=$1 sync=$2; shift 2
-    local seeds
+    local seeds secret=$work/$name/cluster-secret
     seeds=$(printf '127.0.0.1:%s,' "$@"); seeds=${seeds%,}
+    mkdir -p "$work/$name"
+    (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret")
     local i=0
     for port in "$@"; do
         i=$((i + 1))
         "$quorumkv" serve --node-id "node$i" --listen "127.0.0.1:$port" \
             --data-dir "$work/$name/node$i" --seeds "$seeds" --sync "$sync" --log-format text \
-            >"$out/logs/$name-node$i.log" 2>&1 &
+            --cluster-secret-file "$secret" >"$out/logs/$name-node$i.log" 2>&1 &
         pids+=($!)
     done
     for port in "$@"; do

@@ -1,6 +1,7 @@
 //! Authentication: bearer tokens for clients, a shared secret between nodes.
 //!
-//! Both are optional and independent. With `--auth-token-file`, every route but the
+//! This layer enforces whichever is configured; the server decides which must be (a node
+//! with peers needs the cluster secret). With `--auth-token-file`, every route but the
 //! probes (`/v1/health`, `/v1/ready`) and the status page's shell (`/`, which holds no
 //! data; its requests carry a token given as `#token=...` in the page address) needs
 //! `Authorization: Bearer <token>` with one of the file's tokens. With
@@ -11,8 +12,8 @@
 //!
 //! Comparisons are constant-time (`subtle`), so response timing does not reveal how much
 //! of a guess was right, and credentials never appear in logs, metrics or `Debug` output.
-//! Without TLS the secret and tokens cross the network in the clear: keep the nodes on a
-//! network only they and trusted clients reach until TLS is configured.
+//! Without TLS (`--tls-cert`, `--tls-key`) the secret and tokens cross the network in the
+//! clear: keep the nodes on a network only they and trusted clients reach.
 
 use std::fmt;
 use std::sync::Arc;

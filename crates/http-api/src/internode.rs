@@ -4,7 +4,15 @@
 //! compact binary framing of `quorumkv_coordinator::message`. The client side keeps pooled
 //! keep-alive connections to every peer and disables Nagle's algorithm: small request and
 //! response bodies would otherwise wait on delayed ACKs, adding tens of milliseconds.
+//!
+//! With TLS ([`HttpTransport::https`]) every call goes to `https://<advertised addr>`
+//! and the peer's certificate is checked against the given CA certificates only, never
+//! against a system store: the nodes of a cluster are vouched for by its operator, and a
+//! certificate some public authority issued for a peer's name must not pass. The peer's
+//! advertised host is the name checked, so each node's certificate names it (a DNS name
+//! or an IP address among its subject alternative names).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,24 +58,55 @@ pub struct HttpTransport {
     faults: Arc<FaultSwitch>,
     /// Sent on every request when the cluster has a secret (see [`crate::auth`]).
     cluster_secret: Option<axum::http::HeaderValue>,
+    /// `http` or `https`: every node of a cluster serves one of the two.
+    scheme: &'static str,
 }
 
 impl HttpTransport {
-    /// A transport with its own connection pool.
-    pub fn new() -> Result<Self, TransportError> {
-        let client = reqwest::Client::builder()
+    /// A transport with its own connection pool. Its connections leave from `source_ip`,
+    /// or from the address the OS picks when it is `None`.
+    pub fn new(source_ip: Option<IpAddr>) -> Result<Self, TransportError> {
+        Self::with_roots(Vec::new(), "http", source_ip)
+    }
+
+    /// A transport that calls its peers over HTTPS and trusts the certificates of
+    /// `ca_pem` (PEM, one or more) to vouch for them, and nothing else. Its connections
+    /// leave from `source_ip`, as with [`HttpTransport::new`].
+    pub fn https(ca_pem: &[u8], source_ip: Option<IpAddr>) -> Result<Self, TransportError> {
+        let roots = reqwest::Certificate::from_pem_bundle(ca_pem)
+            .map_err(|e| TransportError::Protocol(format!("unusable CA certificates: {e}")))?;
+        Self::with_roots(roots, "https", source_ip)
+    }
+
+    fn with_roots(
+        roots: Vec<reqwest::Certificate>,
+        scheme: &'static str,
+        source_ip: Option<IpAddr>,
+    ) -> Result<Self, TransportError> {
+        let mut builder = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .https_only(scheme == "https");
+        for root in roots {
+            builder = builder.add_root_certificate(root);
+        }
+        let client = builder
             .tcp_nodelay(true)
             // Below the 10 s after which a peer closes an idle connection (its header
             // timeout): a request must never go out on a connection the peer is closing.
             .pool_idle_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(64)
             .connect_timeout(Duration::from_secs(2))
+            // A node with several addresses must call from the one its peers know it by:
+            // otherwise a cut between two addresses (a firewall rule, a route) would not
+            // separate the nodes it is meant to separate.
+            .local_address(source_ip)
             .build()
             .map_err(|e| TransportError::Protocol(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
             client,
             faults: Arc::default(),
             cluster_secret: None,
+            scheme,
         })
     }
 
@@ -104,7 +143,7 @@ impl Transport for HttpTransport {
                 "{addr} is cut off (fault injection)"
             )));
         }
-        let url = format!("http://{addr}{RPC_PATH}");
+        let url = format!("{}://{addr}{RPC_PATH}", self.scheme);
         let mut builder = self.client.post(url);
         if let Some(secret) = &self.cluster_secret {
             builder = builder.header(crate::auth::CLUSTER_SECRET_HEADER, secret.clone());

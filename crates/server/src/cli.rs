@@ -69,6 +69,11 @@ pub struct ServeArgs {
     /// Address the other nodes reach this one at; defaults to --listen.
     #[arg(long, env = "QUORUMKV_ADVERTISE")]
     pub advertise: Option<String>,
+    /// Local IP address every connection to another node leaves from; by default the OS
+    /// picks one per peer. Give it on a host with several addresses, so that peers (and
+    /// firewall rules) see this node at one address.
+    #[arg(long, env = "QUORUMKV_INTERNODE_SOURCE_IP")]
+    pub internode_source_ip: Option<std::net::IpAddr>,
     /// Replication factor of buckets that were not configured.
     #[arg(long, env = "QUORUMKV_DEFAULT_N", default_value_t = 3,
           value_parser = clap::value_parser!(u16).range(1..=16))]
@@ -134,6 +139,18 @@ pub struct ServeArgs {
     /// routes need it and this node sends it. Give every node the same file.
     #[arg(long, env = "QUORUMKV_CLUSTER_SECRET_FILE")]
     pub cluster_secret_file: Option<PathBuf>,
+    /// PEM file of this node's certificate chain, leaf first: with --tls-key, the node
+    /// serves HTTPS only (client, admin and internode routes) and calls its peers over
+    /// HTTPS. The certificate must name the --advertise host (DNS name or IP address).
+    #[arg(long, env = "QUORUMKV_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file of the private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "QUORUMKV_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM file of the CA certificates this node trusts to vouch for its peers (and only
+    /// those): required with --tls-cert when --seeds name other nodes.
+    #[arg(long, env = "QUORUMKV_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// This node's zone (a failure domain: rack, availability zone). With at least n zones,
     /// each key's n replicas are placed in n distinct zones.
     #[arg(long, env = "QUORUMKV_ZONE")]
@@ -176,6 +193,10 @@ pub struct Endpoint {
     /// Bearer token, for nodes started with --auth-token-file.
     #[arg(long, env = "QUORUMKV_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM file of the CA certificates trusted to vouch for an https:// endpoint (and
+    /// only those).
+    #[arg(long, env = "QUORUMKV_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// `quorumkv get`.

@@ -5,6 +5,9 @@
 //! `cluster status` a table of the members with a bar of each one's share of the ring.
 //! With `--json` each command prints one JSON document instead.
 //! Errors go to standard error, with the server's code, and a non-zero exit.
+//!
+//! An `https://` endpoint is checked against the CA certificates of `--tls-ca` only (no
+//! system store), so it needs that flag: the same file the nodes trust for each other.
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -378,11 +381,27 @@ fn client(endpoint: &Endpoint) -> anyhow::Result<Client> {
         value.set_sensitive(true);
         headers.insert(reqwest::header::AUTHORIZATION, value);
     }
-    Client::builder()
+    let mut builder = Client::builder()
         .tcp_nodelay(true)
         .default_headers(headers)
-        .build()
-        .context("cannot build the HTTP client")
+        .tls_built_in_root_certs(false);
+    match &endpoint.tls_ca {
+        Some(path) => {
+            let pem = crate::tls::read_ca("--tls-ca", path)?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("--tls-ca {}", path.display()))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        None if endpoint.endpoint.starts_with("https://") => bail!(
+            "--endpoint {} is https: give --tls-ca with the CA certificates that signed the \
+             node's certificate",
+            endpoint.endpoint
+        ),
+        None => {}
+    }
+    builder.build().context("cannot build the HTTP client")
 }
 
 fn key_url(endpoint: &Endpoint, bucket: &str, key: &str) -> String {

@@ -8,7 +8,11 @@
 //!   holds its connection no longer than that; idle kept-alive connections close too;
 //! - request heads over [`MAX_HEAD_BYTES`] are refused with a bare 431;
 //! - at most `max_connections` are open at once: past that the loop stops accepting, and
-//!   new connections wait in the kernel's backlog until one closes.
+//!   new connections wait in the kernel's backlog until one closes;
+//! - with TLS, the handshake too must be done within the header timeout, in the
+//!   connection's own task (a slow handshake never delays the accept loop), holding its
+//!   connection slot: a client that connects and says nothing is closed like one that
+//!   sends no request head. Shutdown cuts handshakes still under way.
 //!
 //! The whole-request timeout is a layer of the router
 //! (`quorumkv_http_api::with_request_timeout`). Every accepted socket gets `TCP_NODELAY`:
@@ -24,7 +28,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
 
 /// The largest request head (request line and headers) a client may send. It leaves room
 /// for an 8 KiB causal context and a 1 KiB key percent-encoded byte by byte.
@@ -38,17 +43,18 @@ pub struct ConnectionLimits {
     /// Connections served at once.
     pub max_connections: usize,
     /// The longest a client may take to send a request head, the first one or the next one
-    /// on a kept-alive connection.
+    /// on a kept-alive connection; with TLS, also the longest its handshake may take.
     pub header_timeout: Duration,
 }
 
-/// Serves `app` on `listener` until `shutdown` completes; then stops accepting, closes idle
-/// connections, lets the others finish their requests for at most [`DRAIN_TIMEOUT`], and
-/// returns.
+/// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown` completes;
+/// then stops accepting, closes idle connections, lets the others finish their requests
+/// for at most [`DRAIN_TIMEOUT`], and returns.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut http = http1::Builder::new();
@@ -57,6 +63,8 @@ pub async fn serve(
         .max_header_size(MAX_HEAD_BYTES);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
+    // Handshakes are no connections yet for `graceful`: this tells them to give up.
+    let (stopping, stop_handshakes) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
         // A free slot first, then a connection: a node at its limit accepts nothing.
@@ -81,16 +89,46 @@ pub async fn serve(
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
         let service = TowerToHyperService::new(app.clone());
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let Some(tls) = &tls else {
+            let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    // Clients that time out, reset or send garbage: theirs to know, not ours.
+                    tracing::debug!(%error, "connection ended with an error");
+                }
+                drop(slot);
+            });
+            continue;
+        };
+        let handshake = tokio::time::timeout(limits.header_timeout, tls.accept(stream));
+        let watcher = graceful.watcher();
+        let http = http.clone();
+        let mut stop_handshake = stop_handshakes.clone();
         tokio::spawn(async move {
+            let stream = tokio::select! {
+                done = handshake => match done {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        // Plain HTTP, a client that does not trust us, a scanner.
+                        tracing::debug!(%error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!("TLS handshake timed out");
+                        return;
+                    }
+                },
+                _ = stop_handshake.wait_for(|stopping| *stopping) => return,
+            };
+            let connection = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
             if let Err(error) = connection.await {
-                // Clients that time out, reset or send garbage: theirs to know, not ours.
                 tracing::debug!(%error, "connection ended with an error");
             }
             drop(slot);
         });
     }
     drop(listener);
+    let _ = stopping.send(true);
     tracing::info!(
         open = graceful.count(),
         "stopped accepting; draining connections"

@@ -6,6 +6,7 @@ mod client;
 mod config;
 mod listener;
 mod serve;
+mod tls;
 
 use clap::Parser;
 

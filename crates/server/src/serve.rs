@@ -8,6 +8,11 @@
 //! the next start faster.
 //!
 //! Clients are served by [`crate::listener`], which bounds what one of them can hold.
+//!
+//! A node with peers (seeds other than its own address) must have the cluster secret, and
+//! with TLS the CA certificates that vouch for its peers: without them it would accept
+//! internode calls from anyone, or could check no peer. It refuses to start, naming the
+//! missing option, before it opens its store.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +26,7 @@ use quorumkv_http_api::{
 };
 use quorumkv_replica::{Store, StoreOptions};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::cli::{LogFormat, ServeArgs, SyncArg};
 use crate::listener::ConnectionLimits;
@@ -67,6 +73,10 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         }
         None => args.listen.to_string(),
     };
+    let peers = other_nodes(&args, &advertise);
+    check_source_ip(&args)?;
+    let credentials = Arc::new(load_credentials(&args, &peers)?);
+    let tls = load_tls(&args, &peers)?;
     let metrics = install_metrics()?;
     let sync = match args.sync {
         SyncArg::None => SyncPolicy::None,
@@ -85,9 +95,11 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     .await?
     .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
     let store = Arc::new(store);
-    let credentials = Arc::new(load_credentials(&args)?);
-    let transport =
-        Arc::new(HttpTransport::new()?.with_cluster_secret(credentials.cluster_secret())?);
+    let transport = match &tls {
+        Some(tls) => HttpTransport::https(&tls.peer_ca, args.internode_source_ip)?,
+        None => HttpTransport::new(args.internode_source_ip)?,
+    };
+    let transport = Arc::new(transport.with_cluster_secret(credentials.cluster_secret())?);
     let faults = transport.faults();
     let seeds: Vec<String> = args
         .seeds
@@ -140,7 +152,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    tracing::info!(%node, listen = %args.listen, %advertise, seeds = ?seeds, actor = ?store.actor(), "node started");
+    tracing::info!(%node, listen = %args.listen, %advertise, seeds = ?seeds, actor = ?store.actor(), tls = tls.is_some(), "node started");
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let upkeep = tokio::spawn(upkeep(Arc::clone(&coordinator), stop_rx.clone()));
@@ -155,6 +167,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         stop_rx.clone(),
     ));
     let handoff = tokio::spawn(handoff(Arc::clone(&coordinator), stop_rx));
+    let fault_coordinator = Arc::clone(&coordinator);
     let app = router(AppState {
         coordinator,
         metrics: Some(metrics),
@@ -167,13 +180,13 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         app
     };
     let app = with_auth(app, credentials);
-    let fault_coordinator = Arc::clone(&coordinator);
     let app = with_request_timeout(app, Duration::from_millis(args.request_timeout_ms));
     let limits = ConnectionLimits {
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         header_timeout: Duration::from_millis(args.header_timeout_ms),
     };
-    crate::listener::serve(listener, app, limits, shutdown_signal()).await;
+    let acceptor = tls.map(|tls| tls.acceptor);
+    crate::listener::serve(listener, app, limits, acceptor, shutdown_signal()).await;
 
     tracing::info!("draining done; stopping background work");
     let _ = stop_tx.send(true);
@@ -269,10 +282,22 @@ async fn anti_entropy(
     }
 }
 
+/// The seeds that are not this node: a seed other than the advertised or the listen
+/// address is taken for another node, even if it is another name of this one.
+fn other_nodes(args: &ServeArgs, advertise: &str) -> Vec<String> {
+    let listen = args.listen.to_string();
+    args.seeds
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty() && *s != advertise && *s != listen)
+        .map(str::to_string)
+        .collect()
+}
+
 /// Reads the token and secret files named by the flags. A file that cannot be read or
-/// holds nothing usable stops the node at start, naming the flag; the contents are never
-/// logged.
-fn load_credentials(args: &ServeArgs) -> anyhow::Result<Credentials> {
+/// holds nothing usable stops the node at start, naming the flag, and so does a node with
+/// `peers` but no secret; the contents are never logged.
+fn load_credentials(args: &ServeArgs, peers: &[String]) -> anyhow::Result<Credentials> {
     let mut credentials = Credentials::default();
     if let Some(path) = &args.auth_token_file {
         let text = std::fs::read_to_string(path)
@@ -287,13 +312,63 @@ fn load_credentials(args: &ServeArgs) -> anyhow::Result<Credentials> {
         credentials = credentials
             .with_cluster_secret(&text)
             .with_context(|| format!("--cluster-secret-file {}", path.display()))?;
-    } else if args.seeds.iter().any(|s| !s.trim().is_empty()) {
-        tracing::warn!(
-            "no --cluster-secret-file: internode routes accept any caller that can reach this \
-             node"
+    } else if !peers.is_empty() {
+        bail!(
+            "--seeds name other nodes ({}) but no --cluster-secret-file is given: every node \
+             of a cluster needs the cluster secret (the same file everywhere, at least 16 \
+             characters), or any caller that reaches a node could use its internode routes",
+            peers.join(", ")
         );
     }
     Ok(credentials)
+}
+
+/// Refuses an `--internode-source-ip` that is not an address of this host, at start: every
+/// call to a peer would fail later, and the node would look partitioned instead.
+fn check_source_ip(args: &ServeArgs) -> anyhow::Result<()> {
+    if let Some(ip) = args.internode_source_ip {
+        std::net::TcpListener::bind((ip, 0)).with_context(|| {
+            format!("--internode-source-ip {ip}: not an address this host can send from")
+        })?;
+    }
+    Ok(())
+}
+
+/// The listener's TLS and what the transport trusts.
+struct Tls {
+    acceptor: TlsAcceptor,
+    /// PEM of the CA certificates that vouch for the peers (empty for a node alone).
+    peer_ca: Vec<u8>,
+}
+
+/// Reads the TLS files named by the flags: none, or a certificate and its key (and, for a
+/// node with `peers`, the CA that vouches for them).
+fn load_tls(args: &ServeArgs, peers: &[String]) -> anyhow::Result<Option<Tls>> {
+    let (cert, key) = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => (cert, key),
+        (None, None) => {
+            if args.tls_ca.is_some() {
+                bail!(
+                    "--tls-ca is given without --tls-cert and --tls-key: a node calls its \
+                     peers over HTTPS only when it serves HTTPS itself"
+                );
+            }
+            return Ok(None);
+        }
+        (Some(_), None) => bail!("--tls-cert is given without --tls-key: give both or neither"),
+        (None, Some(_)) => bail!("--tls-key is given without --tls-cert: give both or neither"),
+    };
+    let acceptor = crate::tls::acceptor(cert, key)?;
+    let peer_ca = match &args.tls_ca {
+        Some(path) => crate::tls::read_ca("--tls-ca", path)?,
+        None if !peers.is_empty() => bail!(
+            "--tls-cert is given and --seeds name other nodes ({}), but no --tls-ca: give the \
+             CA certificates that signed the peers' certificates",
+            peers.join(", ")
+        ),
+        None => Vec::new(),
+    };
+    Ok(Some(Tls { acceptor, peer_ca }))
 }
 
 async fn shutdown_signal() {
