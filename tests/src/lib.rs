@@ -1,19 +1,30 @@
-//! The cluster harness: starts real `quorumkv` processes on loopback, each with its own
-//! RocksDB directory, and drives them the way an operator or a fault would: SIGKILL,
-//! SIGTERM, restart. Every wait is bounded; every process is killed when the harness is
-//! dropped, also when a test fails, and then the tail of each node's log is printed.
+//! The cluster harness: starts real `quorumkv` processes on loopback (or each on a host of
+//! its own, see [`hosts`]), each with its own RocksDB directory, and drives them the way an
+//! operator or a fault would: SIGKILL, SIGTERM, restart, a cut link. Every wait is bounded;
+//! every process is killed when the harness is dropped, also when a test fails, and then
+//! the tail of each node's log is printed.
 //!
 //! The binary is found next to the test executable's directory (`target/<profile>/`), or
 //! at `$QUORUMKV_BIN`. `make test` builds it before the tests run.
 //!
 //! [`raw`] speaks HTTP over bare sockets, for the requests no HTTP client would send.
+//!
+//! Every cluster shares a cluster secret, as a real one must: the test's own if its flags
+//! name a `--cluster-secret-file`, else one the harness makes. The harness's client sends
+//! it, so that tests reach the internode and fault routes. Nodes started with `--tls-cert`
+//! are reached over https, and the harness's client trusts their `--tls-ca`.
 
+pub mod hosts;
+pub mod netns;
 pub mod raw;
 
+use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::fs::File;
-use std::net::TcpListener;
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -59,6 +70,11 @@ const NODE_PORTS: std::ops::Range<u16> = 20_000..32_000;
 /// (by process id) and hands out ports in order, checking each is free now; tests in one
 /// process never get the same port, and processes rarely meet.
 pub fn free_port() -> u16 {
+    free_port_on(Ipv4Addr::LOCALHOST)
+}
+
+/// Like [`free_port`], for a node listening on `ip`.
+pub fn free_port_on(ip: Ipv4Addr) -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
     let span = u32::from(NODE_PORTS.end - NODE_PORTS.start);
@@ -71,7 +87,7 @@ pub fn free_port() -> u16 {
     for _ in 0..span {
         let offset = NEXT.fetch_add(1, Ordering::Relaxed) % span;
         let port = NODE_PORTS.start + u16::try_from(offset).unwrap_or(0);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if TcpListener::bind((ip, port)).is_ok() {
             return port;
         }
     }
@@ -82,19 +98,26 @@ pub fn free_port() -> u16 {
 pub struct Node {
     /// Node id.
     pub id: String,
-    /// `127.0.0.1:port`.
+    /// `ip:port`: `127.0.0.1:port` unless the node has a host of its own.
     pub addr: String,
     data_dir: PathBuf,
     log_path: PathBuf,
     seeds: Vec<String>,
     extra_args: Vec<String>,
+    /// The command that runs the binary where the node lives (`ip netns exec <ns>`), or
+    /// nothing to run it directly.
+    launcher: Vec<OsString>,
     child: Option<Child>,
 }
 
 impl Node {
-    /// Base URL, `http://127.0.0.1:port`.
+    /// Base URL, `http://127.0.0.1:port` (`https://` for a node started with `--tls-cert`).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = match flag_value(&self.extra_args, "--tls-cert") {
+            Some(_) => "https",
+            None => "http",
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The node's data directory.
@@ -113,7 +136,14 @@ impl Node {
             .append(true)
             .open(&self.log_path)
             .context("open node log")?;
-        let mut command = Command::new(binary());
+        let mut command = match self.launcher.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary());
+                command
+            }
+            None => Command::new(binary()),
+        };
         command
             .arg("serve")
             .arg("--node-id")
@@ -165,12 +195,18 @@ impl Node {
     }
 }
 
-/// A cluster of real nodes on loopback.
+/// A cluster of real nodes on loopback, or on hosts of their own.
 pub struct Cluster {
     /// The nodes, in start order.
     pub nodes: Vec<Node>,
     http: Client,
     _dir: tempfile::TempDir,
+    /// Where the nodes live; dropped (namespaces deleted) after `drop` killed them.
+    network: hosts::Network,
+    /// The links cut by [`Cluster::partition`] and [`Cluster::cut_one_way`]: `(a, b)`
+    /// means `a` cannot reach `b`.
+    // A std Mutex: fault calls are rare and short.
+    cuts: Mutex<BTreeSet<(usize, usize)>>,
 }
 
 impl Cluster {
@@ -187,20 +223,46 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with extra `serve` flags per node (`args_of(i)`).
     pub fn start_each(size: usize, args_of: impl Fn(usize) -> Vec<String>) -> Self {
-        Self::start_inner(size, args_of, None)
+        Self::start_inner(size, args_of, None, hosts::Network::Shared, &|_| None)
+    }
+
+    /// Like [`Cluster::start_with`], with node `i`'s data directory at `data_dir_of(i)`
+    /// when it names one (a small filesystem the test mounted, say), else in the cluster's
+    /// own temporary directory.
+    pub fn start_with_data_dirs(
+        size: usize,
+        extra_args: &[&str],
+        data_dir_of: impl Fn(usize) -> Option<PathBuf>,
+    ) -> Self {
+        let args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        Self::start_inner(
+            size,
+            |_| args.clone(),
+            None,
+            hosts::Network::Shared,
+            &data_dir_of,
+        )
     }
 
     /// Like [`Cluster::start_with`], for nodes that require a client bearer token: the
     /// harness's own client sends `token` on every request.
     pub fn start_authenticated(size: usize, extra_args: &[&str], token: &str) -> Self {
         let args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
-        Self::start_inner(size, |_| args.clone(), Some(token))
+        Self::start_inner(
+            size,
+            |_| args.clone(),
+            Some(token),
+            hosts::Network::Shared,
+            &|_| None,
+        )
     }
 
     fn start_inner(
         size: usize,
         args_of: impl Fn(usize) -> Vec<String>,
         token: Option<&str>,
+        network: hosts::Network,
+        data_dir_of: &dyn Fn(usize) -> Option<PathBuf>,
     ) -> Self {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(token) = token {
@@ -210,31 +272,60 @@ impl Cluster {
             );
         }
         let dir = tempfile::tempdir().expect("temp dir");
-        let addrs: Vec<String> = (0..size)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
-            .collect();
+        let own_secret =
+            (0..size).any(|i| flag_value(&args_of(i), "--cluster-secret-file").is_some());
+        let secret_file = dir.path().join("cluster-secret");
+        if !own_secret {
+            std::fs::write(&secret_file, random_secret()).expect("write the cluster secret");
+        }
+        let args_of = |i| {
+            let mut args = args_of(i);
+            if !own_secret {
+                args.push("--cluster-secret-file".to_string());
+                args.push(secret_file.display().to_string());
+            }
+            args
+        };
+        let addrs: Vec<String> = (0..size).map(|i| network.addr(i)).collect();
         let nodes = (0..size)
             .map(|i| Node {
                 id: format!("node{}", i + 1),
                 addr: addrs[i].clone(),
-                data_dir: dir.path().join(format!("node{}", i + 1)),
+                data_dir: data_dir_of(i)
+                    .unwrap_or_else(|| dir.path().join(format!("node{}", i + 1))),
                 log_path: dir.path().join(format!("node{}.log", i + 1)),
                 seeds: addrs.clone(),
-                extra_args: args_of(i),
+                extra_args: [args_of(i), network.node_args(i)].concat(),
+                launcher: network.launcher(i),
                 child: None,
             })
-            .collect();
+            .collect::<Vec<Node>>();
+        let node_flag = |flag| flag_value(&nodes[0].extra_args, flag).map(PathBuf::from);
+        if let Some(path) = node_flag("--cluster-secret-file") {
+            let secret = std::fs::read_to_string(path).expect("read the cluster secret");
+            headers.insert(
+                "x-quorumkv-cluster-secret",
+                secret.trim().parse().expect("secret header"),
+            );
+        }
+        let mut http = Client::builder()
+            .timeout(Duration::from_secs(30))
+            // Nodes close idle connections after their header timeout (10 s by
+            // default); let go of them first rather than race the close.
+            .pool_idle_timeout(Duration::from_secs(5))
+            .default_headers(headers);
+        if let Some(path) = node_flag("--tls-ca") {
+            let pem = std::fs::read(path).expect("read the CA certificates");
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).expect("CA certificates") {
+                http = http.add_root_certificate(cert);
+            }
+        }
         let mut cluster = Self {
             nodes,
-            http: Client::builder()
-                .timeout(Duration::from_secs(30))
-                // Nodes close idle connections after their header timeout (10 s by
-                // default); let go of them first rather than race the close.
-                .pool_idle_timeout(Duration::from_secs(5))
-                .default_headers(headers)
-                .build()
-                .expect("http client"),
+            http: http.build().expect("http client"),
             _dir: dir,
+            network,
+            cuts: Mutex::default(),
         };
         for i in 0..size {
             cluster.nodes[i].spawn().expect("start node");
@@ -248,6 +339,15 @@ impl Cluster {
     /// The HTTP client the harness uses.
     pub fn http(&self) -> &Client {
         &self.http
+    }
+
+    /// The cluster secret the nodes share, for requests that call internode routes
+    /// without the harness's client.
+    pub fn cluster_secret(&self) -> String {
+        let path = flag_value(&self.nodes[0].extra_args, "--cluster-secret-file")
+            .expect("every harness cluster has a secret");
+        let secret = std::fs::read_to_string(path).expect("read the cluster secret");
+        secret.trim().to_string()
     }
 
     /// Base URL of node `i`.
@@ -485,6 +585,61 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// Runs `quorumkv serve` with `args`, expecting it to refuse to start: returns its
+/// standard error once it has exited non-zero. A node that starts instead is killed
+/// within the start timeout (20 s), and the test fails.
+pub fn serve_refusal(args: &[&str]) -> String {
+    use std::io::Read as _;
+    let mut child = Command::new(binary())
+        .arg("serve")
+        .args(args)
+        .env("QUORUMKV_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn quorumkv");
+    let deadline = Instant::now() + START_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for quorumkv") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("quorumkv serve {args:?} started instead of refusing");
+        }
+        sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut stderr);
+    }
+    assert!(!status.success(), "{args:?} exited 0: {stderr}");
+    stderr
+}
+
+/// The value of `flag` in `args` (`--flag value` or `--flag=value`).
+fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    args.iter().enumerate().find_map(|(i, arg)| {
+        if arg == flag {
+            args.get(i + 1).map(String::as_str)
+        } else {
+            arg.strip_prefix(flag)?.strip_prefix('=')
+        }
+    })
+}
+
+/// 32 random hex digits, for a cluster secret.
+fn random_secret() -> String {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 16];
+    File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .expect("read /dev/urandom");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Appends a query string when there is one.

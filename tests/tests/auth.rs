@@ -1,10 +1,15 @@
 //! Authentication against real processes: client bearer tokens and the cluster secret.
 //! A refused request changes nothing; the probes stay open; the nodes, which share the
-//! secret, still replicate.
+//! secret, still replicate. A node with peers does not start without the secret; a node
+//! alone does.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with its location
 
-use quorumkv_tests::{error_of, Cluster};
+use std::process::{Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use quorumkv_tests::{binary, error_of, free_port, serve_refusal, Cluster};
 use reqwest::StatusCode;
 
 const TOKEN: &str = "client-token-for-tests-0123456789";
@@ -113,4 +118,80 @@ fn without_the_right_token_or_secret_nothing_is_read_or_changed() {
         .send()
         .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[test]
+fn a_node_with_peers_but_no_cluster_secret_refuses_to_start() {
+    let files = tempfile::tempdir().unwrap();
+    let config = files.path().join("quorumkv.toml");
+    let (own, other) = (free_port(), free_port());
+    std::fs::write(
+        &config,
+        format!(
+            "node_id = \"node1\"\nlisten = \"127.0.0.1:{own}\"\ndata_dir = {:?}\n\
+             seeds = [\"127.0.0.1:{own}\", \"127.0.0.1:{other}\"]\n",
+            files.path().join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+    let stderr = serve_refusal(&["--config", config.to_str().unwrap()]);
+    assert!(
+        stderr.contains("--cluster-secret-file"),
+        "the error does not name --cluster-secret-file: {stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{other}")),
+        "the error does not name the other node: {stderr}"
+    );
+    assert!(
+        !files.path().join("data").exists(),
+        "the store was opened before the check"
+    );
+}
+
+#[test]
+fn a_node_alone_needs_no_cluster_secret() {
+    let files = tempfile::tempdir().unwrap();
+    // No seeds at all, and seeds that name only this node.
+    for seeds in [None, Some("own")] {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut command = Command::new(binary());
+        command
+            .args([
+                "serve",
+                "--node-id",
+                "alone",
+                "--listen",
+                &addr,
+                "--data-dir",
+            ])
+            .arg(files.path().join(addr.replace(':', "-")))
+            .env_remove("QUORUMKV_CLUSTER_SECRET_FILE")
+            .env_remove("QUORUMKV_SEEDS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if seeds.is_some() {
+            command.args(["--seeds", &addr]);
+        }
+        let mut child = command.spawn().unwrap();
+        let http = reqwest::blocking::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let ready = loop {
+            let answer = http
+                .get(format!("http://{addr}/v1/ready"))
+                .timeout(Duration::from_secs(1))
+                .send();
+            if answer.is_ok_and(|r| r.status() == StatusCode::OK) {
+                break true;
+            }
+            if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+                break false;
+            }
+            sleep(Duration::from_millis(50));
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(ready, "a node alone (seeds {seeds:?}) did not start");
+    }
 }

@@ -75,3 +75,33 @@ fn a_bad_file_stops_the_node_naming_the_option() {
         );
     }
 }
+
+#[test]
+fn an_internode_source_ip_the_host_does_not_have_stops_the_node_naming_it() {
+    let files = tempfile::tempdir().unwrap();
+    let data = files.path().join("data");
+    // An address of TEST-NET-3 (RFC 5737), assigned to no host.
+    let output = Command::new(binary())
+        .args([
+            "serve",
+            "--node-id",
+            "n1",
+            "--internode-source-ip",
+            "203.0.113.77",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .env_remove("QUORUMKV_INTERNODE_SOURCE_IP")
+        .output()
+        .unwrap();
+    assert!(
+        !output.status.success(),
+        "an unusable source address was accepted"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--internode-source-ip 203.0.113.77"),
+        "the error names the option: {stderr}"
+    );
+    assert!(!data.exists(), "refused before the store was created");
+}

@@ -4,8 +4,9 @@
 //! bare status from the HTTP parser, or a closed connection), every node stays healthy,
 //! and no data changes.
 //!
-//! The internode route has no authentication yet: these cases only check that what is not
-//! a well-formed message is refused and changes nothing.
+//! The internode cases carry the cluster secret, as a compromised or buggy peer's would:
+//! they check that what is not a well-formed message is refused and changes nothing. One
+//! case without the secret checks that it is refused before anything else.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with its location
 
@@ -94,13 +95,14 @@ fn chunked(size: usize, chunk: usize) -> Vec<u8> {
 }
 
 #[rustfmt::skip] // a table reads best with one row per case
-fn cases(good_context: &str) -> Vec<Case> {
+fn cases(good_context: &str, secret: &str) -> Vec<Case> {
     let put = |target: &str, headers: &[(&str, &str)], body: &[u8]| {
         request("PUT", target, headers, body)
     };
     let get = |target: &str| request("GET", target, &[], b"");
     let props = |body: &[u8]| request("PUT", PROPS, &[], body);
-    let rpc = |body: &[u8]| request("POST", RPC, &[RPC_TYPE], body);
+    let secret = ("X-Quorumkv-Cluster-Secret", secret);
+    let rpc = |body: &[u8]| request("POST", RPC, &[RPC_TYPE, secret], body);
     let chunked_put = |body: Vec<u8>| put(KEY, &[("Transfer-Encoding", "chunked")], &body);
 
     let mut forged = good_context.as_bytes().to_vec();
@@ -145,7 +147,7 @@ fn cases(good_context: &str) -> Vec<Case> {
         case("DELETE on the cluster view", request("DELETE", "/v1/cluster", &[], b""), error(405, "method_not_allowed")),
         case("PUT on metrics", request("PUT", "/metrics", &[], b"x"), error(405, "method_not_allowed")),
         case("made-up method on a key", request("BREW", KEY, &[], b""), error(405, "method_not_allowed")),
-        case("GET on the internode route", get(RPC), error(405, "method_not_allowed")),
+        case("GET on the internode route", request("GET", RPC, &[secret], b""), error(405, "method_not_allowed")),
         case("unknown route", get("/v1/buckets/v"), error(404, "unknown_route")),
         case("path traversal", get("/v1/buckets/../../../etc/passwd"), error(404, "unknown_route")),
         // Absurd quorums and timeouts.
@@ -209,7 +211,8 @@ fn cases(good_context: &str) -> Vec<Case> {
         case("props: deeply nested", props(&[b'['; 900]), error(400, "invalid_json")),
         case("props: not UTF-8", props(b"{\"n\": \xff}"), error(400, "invalid_json")),
         case("props: r above n", props(br#"{"r": 9}"#), error(400, "invalid_props")),
-        // The internode route, from a client that is not a node.
+        // The internode route: a caller without the secret, then garbage from one with it.
+        case("internode: no cluster secret", request("POST", RPC, &[RPC_TYPE], b"\x01\x00"), error(401, "unauthorized")),
         case("internode: garbage", rpc(b"GET me everything"), error(400, "invalid_message")),
         case("internode: empty body", rpc(b""), error(400, "invalid_message")),
         case("internode: unknown protocol version", rpc(b"\x09\x00"), error(400, "invalid_message")),
@@ -287,7 +290,7 @@ fn hostile_requests_get_their_documented_answer_and_change_nothing() {
     assert_eq!(seed.status(), StatusCode::NO_CONTENT);
     let good_context = context_of(&seed).unwrap();
 
-    let cases = cases(&good_context);
+    let cases = cases(&good_context, &cluster.cluster_secret());
     let count = cases.len();
     let mut failures = Vec::new();
     report!("{count} hostile requests, spread over 3 nodes:");
