@@ -14,8 +14,10 @@ TEST_THREADS ?= 4
 # Seconds per fuzz target: a short run in `make test`, a long one in `make fuzz`.
 FUZZ_SMOKE_SECONDS ?= 25
 FUZZ_SECONDS ?= 600
+# Seconds of faults and load in `make soak` (`make test` runs the same suite for 40 s).
+SOAK_SECONDS ?= 600
 
-.PHONY: help deps build run test fuzz-smoke fuzz lint fix doc clean
+.PHONY: help deps build run test soak fuzz-smoke fuzz lint fix doc clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -34,6 +36,11 @@ test: deps ## run every test: unit, property, end-to-end against real processes,
 	@$(MAKE) --no-print-directory browser-deps validate-k8s
 	$(CARGO) test $(PROFILE) --workspace -- --test-threads=$(TEST_THREADS)
 	@$(MAKE) --no-print-directory fuzz-smoke
+
+soak: deps ## the fault suite for SOAK_SECONDS (default 600) instead of its CI-sized run
+	$(CARGO) build $(PROFILE) --workspace --bins
+	QUORUMKV_SOAK_SECONDS=$(SOAK_SECONDS) $(CARGO) test $(PROFILE) -p quorumkv-tests --test faults \
+		no_acknowledged_write_is_lost -- --nocapture
 
 fuzz-smoke: deps ## run each fuzz target for FUZZ_SMOKE_SECONDS (installs cargo-fuzz if missing)
 	@scripts/fuzz.sh $(FUZZ_SMOKE_SECONDS)

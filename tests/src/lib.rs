@@ -8,15 +8,19 @@
 //! at `$QUORUMKV_BIN`. `make test` builds it before the tests run.
 //!
 //! [`raw`] speaks HTTP over bare sockets, for the requests no HTTP client would send.
+//! [`history`] records what clients saw and checks it; [`workload`] drives the clients
+//! and the faults of the fault suite.
 //!
 //! Every cluster shares a cluster secret, as a real one must: the test's own if its flags
 //! name a `--cluster-secret-file`, else one the harness makes. The harness's client sends
 //! it, so that tests reach the internode and fault routes. Nodes started with `--tls-cert`
 //! are reached over https, and the harness's client trusts their `--tls-ca`.
 
+pub mod history;
 pub mod hosts;
 pub mod netns;
 pub mod raw;
+pub mod workload;
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;

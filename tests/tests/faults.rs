@@ -1,0 +1,308 @@
+//! The fault suite: clients record histories while a nemesis partitions, kills, pauses
+//! and restarts nodes; at the end the faults heal, the replicas converge, and the history
+//! checkers judge what the clients saw (see `quorumkv_tests::history` for what each
+//! checker asserts and `docs/consistency.md` for which settings promise what).
+//!
+//! `make test` runs it briefly; `make soak` sets `QUORUMKV_SOAK_SECONDS` for a long run.
+//! Each test prints its figures and keeps its history as JSON lines under the test
+//! artifacts directory.
+//!
+//! The negative controls plant the anomalies the checkers exist for, and assert that
+//! the checkers report them: a checker that cannot fail proves nothing.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quorumkv_tests::history::{check, Promises, Quorum, Recorder, Verdict};
+use quorumkv_tests::workload::{final_state, wait_converged, Fault, Mix, Nemesis, Workload};
+use quorumkv_tests::Cluster;
+use reqwest::StatusCode;
+
+/// Flags of every node of the suite: fault injection for partitions and planted bugs,
+/// and brisk anti-entropy so that convergence after the heal is quick.
+const NODE_ARGS: &[&str] = &["--fault-injection", "--anti-entropy-interval-ms", "500"];
+
+/// How long the main run lasts: short in `make test`, long under `make soak`.
+fn run_length() -> Duration {
+    let seconds = std::env::var("QUORUMKV_SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
+    Duration::from_secs(seconds)
+}
+
+/// Where histories are kept after the test.
+fn history_path(name: &str) -> PathBuf {
+    std::env::var_os("QUORUMKV_TEST_ARTIFACTS")
+        .map_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")), PathBuf::from)
+        .join("histories")
+        .join(format!("{name}.jsonl"))
+}
+
+/// Runs `workload` against every node while `nemesis` injects faults, then heals,
+/// converges, reads the final state and checks the history.
+fn run(
+    name: &str,
+    cluster: &mut Cluster,
+    workload: &Workload,
+    nemesis: &Nemesis,
+    promises: Promises,
+) -> Verdict {
+    let recorder = Recorder::new();
+    let urls: Vec<String> = (0..cluster.nodes.len()).map(|i| cluster.url(i)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let clients = workload.start(cluster.http(), &urls, &recorder, &stop);
+    let faults = nemesis.run(cluster, started + workload.duration);
+    let operations: usize = clients
+        .into_iter()
+        .map(|c| c.join().expect("client thread"))
+        .sum();
+    let verdict = judge(name, cluster, workload, &recorder, promises);
+    println!(
+        "{name}: {operations} operations in {:.1} s; faults injected: {faults:?}",
+        started.elapsed().as_secs_f64()
+    );
+    verdict
+}
+
+/// Waits for convergence, reads the final state, saves and checks the history.
+fn judge(
+    name: &str,
+    cluster: &Cluster,
+    workload: &Workload,
+    recorder: &Recorder,
+    promises: Promises,
+) -> Verdict {
+    let registers = workload.register_key_names();
+    let sets = workload.set_key_names();
+    let all_keys: Vec<String> = registers.iter().chain(&sets).cloned().collect();
+    let converged = wait_converged(cluster, &all_keys, Duration::from_secs(60));
+    let (final_registers, final_sets) =
+        final_state(cluster, 0, &registers, &sets, Duration::from_secs(30));
+    let path = history_path(name);
+    recorder.save(&path).expect("save the history");
+    let verdict = check(&recorder.events(), &final_registers, &final_sets, promises);
+    println!(
+        "{name}: replicas converged after the heal in {}; history in {}",
+        converged.map_or_else(|| "NEVER (60 s)".to_string(), |d| format!("{d:.2?}")),
+        path.display()
+    );
+    println!("{name}: {}", verdict.summary());
+    for line in verdict
+        .stale_reads
+        .iter()
+        .chain(&verdict.false_siblings)
+        .take(5)
+    {
+        println!("{name}:   {line}");
+    }
+    for (key, values) in verdict.lost.iter().chain(&verdict.lost_adds) {
+        let shown: Vec<&String> = values.iter().take(8).collect();
+        println!(
+            "{name}:   lost on {key}: {} values, e.g. {shown:?}",
+            values.len()
+        );
+    }
+    verdict
+}
+
+fn plant(cluster: &Cluster, node: usize, fault: &str) {
+    let response = cluster
+        .http()
+        .put(format!("{}/internal/v1/fault/replica", cluster.url(node)))
+        .json(&serde_json::json!({ "fault": fault }))
+        .send()
+        .expect("fault switch");
+    assert_eq!(response.status(), StatusCode::NO_CONTENT, "plant {fault}");
+}
+
+#[test]
+fn no_acknowledged_write_is_lost_under_partitions_kills_and_pauses() {
+    // Each node a host of its own: partitions are cut in the network, not in the nodes.
+    let mut cluster = Cluster::start_hosts(3, NODE_ARGS);
+    let workload = Workload::strict(6, run_length(), 7);
+    let nemesis = Nemesis {
+        faults: vec![
+            Fault::Partition,
+            Fault::Isolate,
+            Fault::Bridge,
+            Fault::Kill,
+            Fault::Pause,
+            Fault::Netem,
+        ],
+        hold: (Duration::from_millis(1_000), Duration::from_millis(4_000)),
+        calm: (Duration::from_millis(500), Duration::from_millis(2_000)),
+        seed: 11,
+    };
+    let verdict = run(
+        "fault-suite",
+        &mut cluster,
+        &workload,
+        &nemesis,
+        Promises {
+            n: 3,
+            assume_ryw: false,
+        },
+    );
+    assert!(verdict.valid(), "the checkers found anomalies: {verdict:?}");
+    assert_eq!(verdict.lost_count(), 0);
+    // A run in which nothing was acknowledged or read would prove nothing.
+    assert!(
+        verdict.acknowledged_writes >= 100,
+        "too few acknowledged writes to judge: {}",
+        verdict.acknowledged_writes
+    );
+    assert!(
+        verdict.ryw_checked_reads >= 50,
+        "too few reads checked: {}",
+        verdict.ryw_checked_reads
+    );
+}
+
+#[test]
+fn the_checker_catches_last_write_wins() {
+    let mut cluster = Cluster::start_with(3, NODE_ARGS);
+    for node in 0..3 {
+        plant(&cluster, node, "last-write-wins");
+    }
+    let workload = Workload::strict(6, Duration::from_secs(10), 23);
+    let nemesis = Nemesis {
+        faults: vec![Fault::Isolate],
+        hold: (Duration::from_millis(1_000), Duration::from_millis(2_000)),
+        calm: (Duration::from_millis(500), Duration::from_millis(1_000)),
+        seed: 29,
+    };
+    let verdict = run(
+        "last-write-wins",
+        &mut cluster,
+        &workload,
+        &nemesis,
+        Promises {
+            n: 3,
+            assume_ryw: false,
+        },
+    );
+    assert!(
+        verdict.lost_count() > 0,
+        "last-write-wins discards concurrent acknowledged writes, and the checker must say so: {}",
+        verdict.summary()
+    );
+}
+
+#[test]
+fn the_checker_catches_stale_reads_at_w1_r1() {
+    let mut cluster = Cluster::start_with(3, NODE_ARGS);
+    let one = Quorum {
+        size: 1,
+        sloppy: false,
+    };
+    let workload = Workload {
+        read: one,
+        write: one,
+        ..Workload::strict(6, Duration::from_secs(10), 31)
+    };
+    let nemesis = Nemesis {
+        faults: vec![Fault::Isolate],
+        hold: (Duration::from_millis(2_000), Duration::from_millis(3_000)),
+        calm: (Duration::from_millis(300), Duration::from_millis(600)),
+        seed: 37,
+    };
+    let promised = Promises {
+        n: 3,
+        assume_ryw: false,
+    };
+    let verdict = run("w1-r1", &mut cluster, &workload, &nemesis, promised);
+    // r = w = 1 promises no read-your-writes, and the checker claims none...
+    assert_eq!(verdict.ryw_checked_reads, 0);
+    assert!(verdict.valid(), "{}", verdict.summary());
+    // ...but held to it, the same history breaks it.
+    let recorder_path = history_path("w1-r1");
+    let events: Vec<_> = std::fs::read_to_string(&recorder_path)
+        .expect("history")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("event"))
+        .collect();
+    let (registers, sets) = final_state(
+        &cluster,
+        0,
+        &workload.register_key_names(),
+        &workload.set_key_names(),
+        Duration::from_secs(30),
+    );
+    let held = check(
+        &events,
+        &registers,
+        &sets,
+        Promises {
+            n: 3,
+            assume_ryw: true,
+        },
+    );
+    println!("w1-r1 held to read-your-writes: {}", held.summary());
+    assert!(
+        !held.stale_reads.is_empty(),
+        "r = w = 1 under an isolated node must show stale reads"
+    );
+}
+
+#[test]
+fn the_checker_catches_acknowledged_writes_that_were_not_stored() {
+    let mut cluster = Cluster::start_with(3, NODE_ARGS);
+    // Nodes 2 and 3 acknowledge what node 1 sends them and keep none of it: every write
+    // through node 1 is acknowledged at w=2 with one real copy.
+    plant(&cluster, 1, "ack-without-storing");
+    plant(&cluster, 2, "ack-without-storing");
+    let recorder = Recorder::new();
+    let urls: Vec<String> = (0..3).map(|i| cluster.url(i)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = Workload {
+        targets: vec![0],
+        ..Workload::strict(4, Duration::from_secs(4), 41)
+    };
+    for client in writes.start(cluster.http(), &urls, &recorder, &stop) {
+        client.join().expect("client");
+    }
+    // With node 1 paused, strict-quorum reads are answered by nodes 2 and 3 alone.
+    cluster.pause(0);
+    cluster
+        .wait_member_status(1, 0, "down")
+        .expect("node 2 sees node 1 down");
+    let reads = Workload {
+        targets: vec![1, 2],
+        mix: Mix::READS,
+        ..Workload::strict(4, Duration::from_secs(2), 43)
+    };
+    for client in reads.start(cluster.http(), &urls, &recorder, &stop) {
+        client.join().expect("client");
+    }
+    cluster.resume(0);
+    cluster.wait_ready(0).expect("node 1 back");
+    for node in [1, 2] {
+        cluster
+            .wait_member_status(node, 0, "up")
+            .expect("node 1 seen up again");
+    }
+    // Healed, the replicas converge, and the final read finds every write on node 1:
+    // the anomaly is the stale reads, not a loss.
+    plant(&cluster, 1, "none");
+    plant(&cluster, 2, "none");
+    let verdict = judge(
+        "ack-without-storing",
+        &cluster,
+        &writes,
+        &recorder,
+        Promises {
+            n: 3,
+            assume_ryw: false,
+        },
+    );
+    assert!(
+        !verdict.stale_reads.is_empty(),
+        "reads that miss acknowledged writes must be reported: {}",
+        verdict.summary()
+    );
+    assert_eq!(verdict.lost_count(), 0, "{}", verdict.summary());
+}
