@@ -1,11 +1,17 @@
 //! The metric names stay in step: every metric the code records is documented in
 //! `docs/metrics.md` with its type, and the Grafana dashboard and the status page ask only
 //! for documented metrics. A renamed metric fails here, not on an operator's empty graph.
+//!
+//! And the metrics say what happened, on a real cluster: latency is recorded under the
+//! operation and the quorum each request waited for, and RocksDB's figures follow the data.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with its location
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+use quorumkv_tests::Cluster;
+use reqwest::StatusCode;
 
 /// Metrics the status page shows once they exist (documented as not exported yet).
 const NOT_YET_EXPORTED: &[&str] = &["quorumkv_transfers_pending"];
@@ -63,6 +69,154 @@ fn the_dashboard_and_the_status_page_ask_only_for_documented_metrics() {
             );
         }
     }
+}
+
+#[test]
+fn key_requests_are_timed_by_operation_and_the_quorum_they_resolved_to() {
+    let cluster = Cluster::start(3);
+    let key = |i: u8| [b'k', i];
+    for i in 0..5 {
+        let response = cluster.put(0, "latency", &key(i), b"v", "w=2", None);
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    }
+    for (i, query) in [(0, "r=1"), (1, "r=1"), (2, "r=1"), (3, "r=1")] {
+        assert_eq!(
+            cluster.get(0, "latency", &key(i), query).status(),
+            StatusCode::OK
+        );
+    }
+    // `quorum` and the bucket's default (a majority of n = 3) both resolve to 2.
+    for (i, query) in [(0, "r=2"), (1, "r=2"), (2, "r=quorum"), (3, "")] {
+        assert_eq!(
+            cluster.get(0, "latency", &key(i), query).status(),
+            StatusCode::OK
+        );
+    }
+    let deleted = cluster.delete(0, "latency", &key(4), "w=all", None);
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    // Neither waits for a quorum: an r over n is refused, a local read asks no replica.
+    let refused = cluster.get(0, "latency", &key(0), "r=4");
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let local = cluster.get(0, "latency", &key(0), "local=true");
+    assert_eq!(local.status(), StatusCode::OK);
+
+    let metrics = scrape(&cluster, 0);
+    let count = |op: &str, quorum: &str| {
+        let labels = [format!("op=\"{op}\""), format!("quorum=\"{quorum}\"")];
+        sample(&metrics, "quorumkv_request_duration_seconds_count", &labels)
+    };
+    assert_eq!(count("put", "2"), Some(5.0), "{metrics}");
+    assert_eq!(count("get", "1"), Some(4.0), "{metrics}");
+    assert_eq!(count("get", "2"), Some(4.0), "{metrics}");
+    assert_eq!(count("delete", "3"), Some(1.0), "{metrics}");
+    assert_eq!(
+        cluster.metric(0, "quorumkv_request_duration_seconds_count", ""),
+        14.0,
+        "no other label set was recorded"
+    );
+    let put_seconds = sample(
+        &metrics,
+        "quorumkv_request_duration_seconds_sum",
+        &["op=\"put\"".to_string()],
+    )
+    .unwrap();
+    assert!(
+        put_seconds > 0.0 && put_seconds < 5.0 * 5.0,
+        "5 puts took {put_seconds} s in all"
+    );
+    // The node that coordinated nothing recorded nothing.
+    assert_eq!(
+        cluster.metric(1, "quorumkv_request_duration_seconds_count", ""),
+        0.0
+    );
+}
+
+#[test]
+fn rocksdb_figures_follow_the_data_into_the_memtable_then_into_sst_files() {
+    const KEYS: u8 = 50;
+    const VALUE_BYTES: usize = 1024;
+    let mut cluster = Cluster::start(3);
+    for i in 0..KEYS {
+        // Random bytes, so LZ4 cannot shrink the SST files below the data's size.
+        let value: Vec<u8> = (0..VALUE_BYTES).map(|_| rand::random()).collect();
+        let response = cluster.put(0, "engine", &[b'k', i], &value, "w=3", None);
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    }
+    let data = ["cf=\"data\"".to_string()];
+    let written = scrape(&cluster, 0);
+    let memtable = sample(&written, "quorumkv_rocksdb_memtable_bytes", &data).unwrap();
+    let data_bytes = f64::from(KEYS) * VALUE_BYTES as f64;
+    assert!(memtable >= data_bytes, "memtable {memtable} B: {written}");
+    // Nothing filled a 64 MiB memtable, so nothing was flushed yet.
+    assert_eq!(
+        sample(&written, "quorumkv_rocksdb_sst_bytes", &data),
+        Some(0.0)
+    );
+    assert!(sample(&written, "quorumkv_rocksdb_estimated_keys", &[]).unwrap() >= f64::from(KEYS));
+    assert_eq!(
+        sample(&written, "quorumkv_rocksdb_write_stopped", &[]),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&written, "quorumkv_rocksdb_delayed_write_rate_bytes", &[]),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&written, "quorumkv_rocksdb_pending_compaction_bytes", &data),
+        Some(0.0)
+    );
+    assert!(sample(&written, "quorumkv_rocksdb_running_compactions", &[]).is_some());
+    for kind in ["delayed", "stopped"] {
+        let labels = [data[0].clone(), format!("kind=\"{kind}\"")];
+        assert_eq!(
+            sample(&written, "quorumkv_rocksdb_write_stalls_total", &labels),
+            Some(0.0),
+            "{kind}"
+        );
+    }
+
+    // A graceful stop flushes the memtables: after the restart the data is in SST files.
+    assert!(cluster.terminate(0).success());
+    cluster.restart(0);
+    let restarted = scrape(&cluster, 0);
+    let sst = sample(&restarted, "quorumkv_rocksdb_sst_bytes", &data).unwrap();
+    assert!(
+        sst >= data_bytes && sst < 4.0 * data_bytes,
+        "SST {sst} B for {data_bytes} B of values: {restarted}"
+    );
+    let memtable = sample(&restarted, "quorumkv_rocksdb_memtable_bytes", &data).unwrap();
+    assert!(
+        memtable < data_bytes,
+        "memtable {memtable} B after the flush"
+    );
+    assert_eq!(
+        sample(&restarted, "quorumkv_rocksdb_estimated_keys", &[]),
+        Some(f64::from(KEYS))
+    );
+}
+
+/// The `/metrics` page of node `i`.
+fn scrape(cluster: &Cluster, i: usize) -> String {
+    cluster
+        .http()
+        .get(format!("{}/metrics", cluster.url(i)))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+}
+
+/// The value of the one sample of `name` whose labels include every one of `labels`
+/// (`key="value"`), or `None` when there is none; more than one fails the test.
+fn sample(metrics: &str, name: &str, labels: &[String]) -> Option<f64> {
+    let values: Vec<f64> = metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| labels.iter().all(|label| l.contains(label.as_str())))
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(values.len() <= 1, "{name} {labels:?} matches {values:?}");
+    values.first().copied()
 }
 
 fn root() -> PathBuf {

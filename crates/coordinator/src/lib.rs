@@ -64,6 +64,10 @@ pub use names::{BucketName, Key};
 pub use quorum::{BucketProps, QuorumSpec};
 pub use transport::{Transport, TransportError};
 
+/// RocksDB's figures about the store ([`Coordinator::store`]), for `/metrics`.
+#[cfg(feature = "store")]
+pub use quorumkv_replica::{ColumnFamilyStats, EngineStats};
+
 /// Re-exported so that callers need not depend on the replica and ring crates for the
 /// types that cross this crate's API.
 #[cfg(feature = "store")]

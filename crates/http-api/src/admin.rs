@@ -94,8 +94,11 @@ pub async fn cluster(State(state): State<AppState>, uri: Uri) -> Result<Response
     .into_response())
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// `GET /metrics`: Prometheus text format, with RocksDB's figures read for this scrape.
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    if state.metrics.is_some() {
+        crate::observe::record_engine_stats(&state.coordinator).await;
+    }
     let body = state
         .metrics
         .as_ref()

@@ -78,5 +78,8 @@ pub use codec::{decode_record, encode_record, RECORD_FORMAT_V1};
 pub use error::{CodecError, StoreError, VersionError};
 pub use object::{Sibling, Value, VersionedObject};
 #[cfg(feature = "rocksdb-store")]
-pub use store::{Hint, HintRefusal, Store, StoreOptions, SyncPolicy, Tombstone, TombstonePage};
+pub use store::{
+    ColumnFamilyStats, EngineStats, Hint, HintRefusal, Store, StoreOptions, SyncPolicy, Tombstone,
+    TombstonePage,
+};
 pub use version::{ActorId, Dot, VersionVector};

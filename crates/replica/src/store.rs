@@ -66,10 +66,12 @@ use crate::object::{Value, VersionedObject};
 use crate::version::{ActorId, VersionVector};
 
 mod antientropy;
+mod engine;
 mod hints;
 mod tombstones;
 
 pub use antientropy::{AAE_SEGMENTS, MAX_PARTITION_BITS};
+pub use engine::{ColumnFamilyStats, EngineStats};
 pub use hints::{Hint, HintRefusal};
 pub use tombstones::{Tombstone, TombstonePage};
 
