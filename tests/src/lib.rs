@@ -454,6 +454,37 @@ impl Cluster {
         }
     }
 
+    /// Starts one more node, `node<k>`, whose seeds are the nodes `seeds` only (not itself,
+    /// so it joins the running cluster rather than founding one), with node 0's flags plus
+    /// `extra_args`. Returns its index; does not wait for it.
+    pub fn join(&mut self, seeds: &[usize], extra_args: &[&str]) -> usize {
+        let i = self.nodes.len();
+        let addr = self.network.addr(i);
+        let mut args = self.nodes[0].extra_args.clone();
+        args.extend(extra_args.iter().map(|s| s.to_string()));
+        let dir = self._dir.path();
+        self.nodes.push(Node {
+            id: format!("node{}", i + 1),
+            addr,
+            data_dir: dir.join(format!("node{}", i + 1)),
+            log_path: dir.join(format!("node{}.log", i + 1)),
+            seeds: seeds.iter().map(|&s| self.nodes[s].addr.clone()).collect(),
+            extra_args: args,
+            launcher: self.network.launcher(i),
+            child: None,
+        });
+        self.nodes[i].spawn().expect("start joining node");
+        i
+    }
+
+    /// Waits until node `i` exits by itself (a node that left the cluster) and returns its
+    /// exit status.
+    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> ExitStatus {
+        self.nodes[i]
+            .wait_exit(timeout)
+            .expect("node exits by itself")
+    }
+
     /// Pauses node `i` (SIGSTOP): its sockets stay open but nothing answers.
     pub fn pause(&mut self, i: usize) {
         self.nodes[i].signal(Signal::SIGSTOP).expect("SIGSTOP");

@@ -22,11 +22,15 @@
 //! found" could hide an acknowledged write when `r + w > n` relies on it.
 
 pub mod antientropy;
+mod batching;
+mod change;
 mod cluster;
 pub mod handoff;
+mod local;
 pub mod planted;
 mod read;
 mod reaper;
+pub mod transfer;
 mod write;
 
 use std::sync::Arc;
@@ -34,14 +38,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
-use quorumkv_replica::{HintRefusal, Store, StoreError, Value, VersionVector, VersionedObject};
+use quorumkv_replica::{Store, StoreError, Value, VersionVector, VersionedObject};
 use quorumkv_ring::{NodeId, Ring};
 use tokio::time::Instant;
 
-use self::cluster::{load_meta, StoredPeer};
+use self::antientropy::AntiEntropyStats;
+use self::cluster::{load_meta, StoredMembers};
 use crate::detector::DetectorOptions;
 use crate::error::{CoordinatorError, InputError, Operation, ReplicaFailure};
-use crate::membership::{KnownPeer, MemberStatus, Membership};
+use crate::membership::{MemberStatus, Membership};
 use crate::message::{RemoteErrorKind, Request, Response};
 use crate::placement::{place, Placement};
 use crate::props::PropsTable;
@@ -83,6 +88,9 @@ pub struct CoordinatorOptions {
     pub tombstone_grace: Duration,
     /// This node's zone (failure domain); preference lists spread over distinct zones.
     pub zone: Option<String>,
+    /// Whether this node joins an existing cluster through its seeds (its seeds do not
+    /// name it) rather than founding one with them.
+    pub joining: bool,
 }
 
 impl Default for CoordinatorOptions {
@@ -101,6 +109,7 @@ impl Default for CoordinatorOptions {
             anti_entropy: antientropy::AntiEntropyOptions::default(),
             tombstone_grace: Duration::from_secs(10 * 24 * 3600),
             zone: None,
+            joining: false,
         }
     }
 }
@@ -194,13 +203,20 @@ pub struct ClusterView {
     pub partitions: u32,
     /// Whether the ring is formed (every seed's id known).
     pub ready: bool,
+    /// The hash of the member table's ids, states and zones: equal on every node once
+    /// gossip has converged.
+    pub ring_version: u64,
 }
 
 /// Coordinates client requests on one node.
 pub struct Coordinator {
     node: NodeId,
     store: Arc<Store>,
+    /// Executes storage requests on `store`, writes in groups.
+    local: Arc<local::LocalReplica>,
     transport: Arc<dyn Transport>,
+    /// Batches the storage requests for each peer.
+    batcher: batching::Batcher,
     membership: Arc<Membership>,
     props: PropsTable,
     options: CoordinatorOptions,
@@ -213,6 +229,8 @@ pub struct Coordinator {
     reaper: std::sync::Mutex<reaper::ReaperState>,
     /// The bug this replica plays for the fault suite's negative controls, normally none.
     planted: planted::FaultCell,
+    /// The partitions this node receives during a membership change.
+    transfers: transfer::TransferState,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -235,31 +253,33 @@ impl Coordinator {
         transport: Arc<dyn Transport>,
         options: CoordinatorOptions,
     ) -> Result<Self, CoordinatorError> {
-        let known: Vec<KnownPeer> = load_meta::<Vec<StoredPeer>>(&store, META_MEMBERS)?
-            .unwrap_or_default()
-            .into_iter()
-            .map(StoredPeer::into_known)
-            .collect();
+        let stored = load_meta::<StoredMembers>(&store, META_MEMBERS)?;
+        let bootstrap = StoredMembers::bootstrap(stored, seeds, options.joining);
         let props = load_meta(&store, META_PROPS)?.unwrap_or_default();
         let membership = Arc::new(Membership::new(
             node.clone(),
             advertise,
             options.zone.clone(),
-            seeds,
-            &known,
+            &bootstrap,
             options.partitions,
             options.detector,
         ));
         Ok(Self {
             node,
+            local: Arc::new(local::LocalReplica::new(
+                Arc::clone(&store),
+                options.max_hints,
+            )),
             store,
             transport,
+            batcher: batching::Batcher::default(),
             membership,
             props: PropsTable::new(props),
             repairs: Arc::new(tokio::sync::Semaphore::new(options.read_repair_concurrency)),
             reaper: std::sync::Mutex::default(),
             anti_entropy: antientropy::AntiEntropyState::default(),
             planted: planted::FaultCell::default(),
+            transfers: transfer::TransferState::default(),
             options,
         })
     }
@@ -304,6 +324,7 @@ impl Coordinator {
             members: self.membership.members(),
             partitions: self.membership.partitions(),
             ready: self.membership.ring().is_some(),
+            ring_version: self.membership.ring_version(),
         }
     }
 
@@ -436,10 +457,12 @@ impl Coordinator {
                 zone: self.membership.zone().map(str::to_string),
             },
             Request::GetProps => Response::Props(self.props.snapshot()),
+            Request::Gossip { records } => self.answer_gossip(records).await,
             Request::PutProps { props } => match self.adopt_props(&props).await {
                 Ok(()) => Response::Ack,
                 Err(e) => storage_error(e.to_string()),
             },
+            Request::Batch(items) => Response::Batch(self.handle_batch(items).await),
             request => self.execute_storage(request).await,
         }
     }
@@ -480,17 +503,31 @@ impl Coordinator {
         response
     }
 
+    /// Executes the items of a batch as if each had come alone, all at once: each goes
+    /// through [`Coordinator::handle`], and the writes among them meet in one write group
+    /// of the local replica. A batch inside a batch is refused.
+    async fn handle_batch(self: &Arc<Self>, items: Vec<Request>) -> Vec<Response> {
+        futures::future::join_all(items.into_iter().map(|item| async move {
+            match item {
+                Request::Batch(_) => Response::Error {
+                    kind: RemoteErrorKind::BadRequest,
+                    message: "a batch inside a batch".into(),
+                },
+                // Boxed: `handle` calls this function, and a future cannot contain itself.
+                item => Box::pin(self.handle(item)).await,
+            }
+        }))
+        .await
+    }
+
     fn deadline(&self, timeout: Option<Duration>) -> Instant {
         Instant::now() + timeout.unwrap_or(self.options.default_timeout)
     }
 
     fn ring(&self) -> Result<Arc<Ring>, CoordinatorError> {
-        self.membership.ring().ok_or_else(|| {
-            CoordinatorError::NotReady(format!(
-                "waiting to learn the ids of seeds {}",
-                self.membership.unknown_seeds().join(", ")
-            ))
-        })
+        self.membership
+            .ring()
+            .ok_or_else(|| CoordinatorError::NotReady(self.membership.not_ready_reason()))
     }
 
     /// Places a request on `bucket`/`key`: owners the failure detector reports up and, for a
@@ -571,12 +608,11 @@ impl Coordinator {
                 .membership
                 .addr_of(node)
                 .ok_or_else(|| "no address known".to_string())?;
-            let timeout = deadline.saturating_duration_since(Instant::now());
-            if timeout.is_zero() {
+            if deadline <= Instant::now() {
                 return Err("timed out".into());
             }
-            self.transport
-                .call(&addr, &request, timeout)
+            self.batcher
+                .call(&self.transport, &addr, request, deadline)
                 .await
                 .map_err(|e| e.to_string())?
         };
@@ -586,61 +622,10 @@ impl Coordinator {
         }
     }
 
-    /// Runs a storage request on the local store, on a blocking thread (RocksDB calls block,
-    /// and with `--sync always` a write waits for an fsync).
+    /// Runs a storage request on the local store, off the async threads (RocksDB calls
+    /// block, and with `--sync always` a write waits for an fsync); writes in groups.
     pub(crate) async fn execute_on_store(self: &Arc<Self>, request: Request) -> Response {
-        let store = Arc::clone(&self.store);
-        let max_hints = self.options.max_hints;
-        let work = move || match request {
-            Request::Get { bucket, key } => store.get(&bucket, &key).map(Response::Object),
-            Request::Coordinate {
-                bucket,
-                key,
-                context,
-                value,
-            } => store
-                .coordinate(&bucket, &key, &context, value)
-                .map(|object| Response::Object(Some(object))),
-            Request::Merge {
-                bucket,
-                key,
-                object,
-            } => store.merge(&bucket, &key, &object).map(|_| Response::Ack),
-            Request::BucketHasKeys { bucket } => {
-                store.bucket_has_keys(&bucket).map(Response::HasKeys)
-            }
-            Request::GetHint { owner, bucket, key } => store
-                .get_hint(owner.as_str(), &bucket, &key)
-                .map(Response::Object),
-            Request::MergeHint {
-                owner,
-                bucket,
-                key,
-                object,
-            } => store
-                .store_hint(owner.as_str(), &bucket, &key, &object, max_hints)
-                .map(|stored| match stored {
-                    Ok(()) => Response::Ack,
-                    Err(HintRefusal::Full) => Response::Error {
-                        kind: RemoteErrorKind::HintsFull,
-                        message: "this node holds its maximum number of hints".into(),
-                    },
-                }),
-            request @ (Request::AaeRoots { .. }
-            | Request::AaeSegments { .. }
-            | Request::AaeKeys { .. }) => antientropy::serve(&store, request),
-            Request::Hello | Request::Describe | Request::GetProps | Request::PutProps { .. } => {
-                Ok(Response::Error {
-                    kind: RemoteErrorKind::BadRequest,
-                    message: "not a storage request".into(),
-                })
-            }
-        };
-        match tokio::task::spawn_blocking(work).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(error)) => store_error(&error),
-            Err(e) => storage_error(format!("storage task failed: {e}")),
-        }
+        self.local.execute(request).await
     }
 }
 

@@ -114,6 +114,13 @@ pub enum CoordinatorError {
     /// A fault of this node (its storage, most likely); the request may be retried.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A membership change named a node that is not a member.
+    #[error("no member {0}")]
+    NodeNotFound(String),
+    /// A membership change that cannot be made (removing this node, leaving while
+    /// joining, leaving the cluster without members).
+    #[error("{0}")]
+    InvalidChange(String),
 }
 
 impl CoordinatorError {

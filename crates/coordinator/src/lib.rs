@@ -22,7 +22,10 @@
 //!
 //! # Deliberate simplifications (lifted by later work)
 //!
-//! - Static membership: the seeds given at start, ids learned by asking them.
+//! - Membership changes through two rings, current and next; the switch from one to the
+//!   other relies on gossip reaching every node within a settle time (`transfer::SETTLE`,
+//!   5 s) rather than on an acknowledgement round. Copies a node no longer owns are not
+//!   deleted.
 //! - A write is minted only at an owner that is up; with every owner down a write fails
 //!   even when fallbacks are up (fallbacks only keep copies, they never order writes).
 //!
@@ -31,7 +34,8 @@
 //! [`names`] validates bucket names and keys, [`quorum`] holds the r/w/n arithmetic,
 //! [`placement`] picks owners and fallbacks, [`detector`] is the failure detector,
 //! [`context`] the client-facing causal context token, [`message`] the internode protocol,
-//! [`transport`] the trait that carries it, [`membership`] the members and ring, [`props`]
+//! [`transport`] the trait that carries it, [`gossip`] the member table and its merge rule,
+//! [`membership`] the members and rings, [`props`]
 //! cluster-wide bucket properties, and [`coordinator`] the request path itself, with its
 //! background mechanisms in submodules: hinted handoff ([`coordinator::handoff`]), read
 //! repair, active anti-entropy ([`coordinator::antientropy`]) and tombstone reaping.
@@ -41,6 +45,7 @@ pub mod context;
 pub mod coordinator;
 pub mod detector;
 pub mod error;
+pub mod gossip;
 pub mod membership;
 pub mod message;
 pub mod names;
@@ -59,7 +64,8 @@ pub use coordinator::{
     WriteOptions,
 };
 pub use error::{CoordinatorError, InputError, Operation, ReplicaFailure};
-pub use membership::{Liveness, MemberStatus, Membership};
+pub use gossip::{MemberRecord, MemberState, MemberTable};
+pub use membership::{Bootstrap, Liveness, MemberStatus, Membership};
 pub use names::{BucketName, Key};
 pub use quorum::{BucketProps, QuorumSpec};
 pub use transport::{Transport, TransportError};

@@ -1,15 +1,25 @@
 //! Who is in the cluster, where they listen, whether they answer, and the ring they form.
 //!
-//! Membership is static for now: a node's cluster is itself plus the addresses it was given
-//! as seeds. The ring is built from node ids, but seeds are addresses, so a node learns each
-//! seed's id by asking it (`Hello`) and keeps what it learned in its store, so that a
-//! restarted node can place keys even while a peer is still down. Until every seed's id is
-//! known the node has no ring and refuses data requests: placing keys on a partial ring
-//! would put them where a full-ring read never looks.
+//! The member set is a versioned table ([`crate::gossip`]) that nodes spread by gossip and
+//! keep in their store. It starts in one of two ways:
 //!
-//! Liveness comes from a phi-accrual failure detector per peer ([`crate::detector`]). The ring is
-//! an immutable snapshot behind an `Arc`, swapped whole when the member set changes.
+//! - A *founding* node (its own address is among its seeds, or it has no seeds) forms the
+//!   cluster with the other seeds: it learns each seed's id by asking it (`Describe`) and
+//!   records it as `Active`. Until every seed's id is known the node has no ring and refuses
+//!   data requests: placing keys on a partial ring would put them where a full-ring read
+//!   never looks.
+//! - A *joining* node (seeds that do not name it) records itself as `Joining` and has no
+//!   ring until a seed has answered a gossip round with the cluster's table.
+//!
+//! Two rings follow from the table: the *current* ring (`Active` and `Leaving` members),
+//! which owns the data now, and the *next* ring (`Active` and `Joining`), which will own it
+//! once the moving partitions have been transferred. Requests are placed on the current
+//! ring.
+//!
+//! Liveness comes from a phi-accrual failure detector per peer ([`crate::detector`]). The
+//! rings are immutable snapshots behind an `Arc`, swapped whole when the table changes.
 
+use std::hash::BuildHasher;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -17,6 +27,7 @@ use quorumkv_ring::{NodeId, Ring};
 use serde::Serialize;
 
 use crate::detector::{DetectorOptions, PhiDetector};
+use crate::gossip::{MemberRecord, MemberState, MemberTable};
 
 /// A member as this node sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -27,6 +38,8 @@ pub struct MemberStatus {
     pub addr: String,
     /// Whether its last liveness probe succeeded.
     pub status: Liveness,
+    /// Where it is in its life (joining, active, leaving).
+    pub state: MemberState,
 }
 
 /// The result of the latest liveness probe.
@@ -39,29 +52,50 @@ pub enum Liveness {
     Down,
 }
 
-/// A peer learned in an earlier run, as persisted: id, address, zone.
+/// A peer learned in an earlier run, as persisted before member tables: id, address, zone.
 pub type KnownPeer = (NodeId, String, Option<String>);
+
+/// What a node starts from: its seeds and what its store kept from an earlier run.
+#[derive(Clone, Debug, Default)]
+pub struct Bootstrap {
+    /// The seed addresses (this node's own among them for a founding node).
+    pub seeds: Vec<String>,
+    /// Whether the node joins an existing cluster rather than founding one with its seeds.
+    pub joining: bool,
+    /// Peers persisted in the format before member tables (each taken as `Active`).
+    pub known: Vec<KnownPeer>,
+    /// The persisted member table.
+    pub records: Vec<MemberRecord>,
+}
 
 #[derive(Clone, Debug)]
 struct Peer {
     addr: String,
     id: Option<NodeId>,
     zone: Option<String>,
+    /// Given by `--seeds`: a founding node waits for its id.
+    seed: bool,
     detector: PhiDetector,
 }
 
 #[derive(Debug)]
 struct State {
     peers: Vec<Peer>,
+    table: MemberTable,
     ring: Option<Arc<Ring>>,
+    next_ring: Option<Arc<Ring>>,
+    /// The ring before the last commit, and when it was replaced: writes keep reaching it
+    /// for a while (see [`Membership::joint_ring`]).
+    previous: Option<(Arc<Ring>, Instant)>,
 }
 
-/// The member list and ring of one node.
+/// The member table, peers and rings of one node.
 #[derive(Debug)]
 pub struct Membership {
     node: NodeId,
     addr: String,
     zone: Option<String>,
+    joining: bool,
     partitions: u32,
     detector: DetectorOptions,
     // A std RwLock: every request reads the ring; changes are rare and never held across await.
@@ -69,28 +103,65 @@ pub struct Membership {
 }
 
 impl Membership {
-    /// A membership of `node` (listening at `addr`, in `zone`) and the seed addresses;
-    /// `known` are the peers learned in an earlier run.
-    #[allow(clippy::too_many_arguments)] // the node's identity and settings, each used once
+    /// A membership of `node` (listening at `addr`, in `zone`) started from `bootstrap`.
     pub fn new(
         node: NodeId,
         addr: String,
         zone: Option<String>,
-        seeds: &[String],
-        known: &[KnownPeer],
+        bootstrap: &Bootstrap,
         partitions: u32,
         detector: DetectorOptions,
     ) -> Self {
+        let mut table = MemberTable::from_records(bootstrap.records.iter().cloned());
+        if !bootstrap.joining {
+            for (id, peer_addr, peer_zone) in &bootstrap.known {
+                if *id != node && table.get(id).is_none() {
+                    table.merge_one(MemberRecord::new(
+                        id.clone(),
+                        peer_addr.clone(),
+                        peer_zone.clone(),
+                        MemberState::Active,
+                    ));
+                }
+            }
+        }
+        let own = match table.get(&node) {
+            None => Some(MemberRecord::new(
+                node.clone(),
+                addr.clone(),
+                zone.clone(),
+                if bootstrap.joining {
+                    MemberState::Joining
+                } else {
+                    MemberState::Active
+                },
+            )),
+            // Only a node changes its own address and zone, with a new version.
+            Some(held) if held.addr != addr || held.zone != zone => Some(MemberRecord {
+                addr: addr.clone(),
+                zone: zone.clone(),
+                version: held.version + 1,
+                ..held.clone()
+            }),
+            Some(_) => None,
+        };
+        if let Some(own) = own {
+            table.merge_one(own);
+        }
         let mut peers: Vec<Peer> = Vec::new();
-        for seed in seeds {
+        for seed in &bootstrap.seeds {
             if *seed == addr || peers.iter().any(|p| p.addr == *seed) {
                 continue;
             }
-            let learned = known.iter().find(|(id, a, _)| a == seed && *id != node);
+            let learned = table
+                .records()
+                .find(|r| r.addr == *seed && r.id != node)
+                .map(|r| (r.id.clone(), r.zone.clone()));
             peers.push(Peer {
                 addr: seed.clone(),
-                id: learned.map(|(id, _, _)| id.clone()),
-                zone: learned.and_then(|(_, _, zone)| zone.clone()),
+                id: learned.as_ref().map(|(id, _)| id.clone()),
+                zone: learned.and_then(|(_, zone)| zone),
+                seed: true,
                 detector: PhiDetector::default(),
             });
         }
@@ -98,10 +169,21 @@ impl Membership {
             node,
             addr,
             zone,
+            joining: bootstrap.joining,
             partitions,
             detector,
-            state: RwLock::new(State { peers, ring: None }),
+            state: RwLock::new(State {
+                peers,
+                table,
+                ring: None,
+                next_ring: None,
+                previous: None,
+            }),
         };
+        {
+            let mut state = membership.write();
+            membership.sync_peers(&mut state);
+        }
         membership.rebuild_ring();
         membership
     }
@@ -111,19 +193,69 @@ impl Membership {
         &self.node
     }
 
-    /// The current ring, if every member's id is known.
+    /// The current ring, if it is formed.
     pub fn ring(&self) -> Option<Arc<Ring>> {
         self.read().ring.clone()
     }
 
-    /// Seeds whose id is still unknown (what readiness waits for).
+    /// The next ring (the current one when nothing is moving), if it is formed.
+    pub fn next_ring(&self) -> Option<Arc<Ring>> {
+        self.read().next_ring.clone()
+    }
+
+    /// The ring a write must also reach a quorum of, besides the current one: the next
+    /// ring while a membership change is under way, and for `settle` after its commit the
+    /// ring it replaced (nodes that have not yet heard of the commit still read there).
+    /// `None` when neither applies.
+    pub fn joint_ring(&self, settle: std::time::Duration) -> Option<Arc<Ring>> {
+        let state = self.read();
+        let (ring, next) = (state.ring.as_ref()?, state.next_ring.as_ref()?);
+        if !Arc::ptr_eq(ring, next) {
+            return Some(Arc::clone(next));
+        }
+        state
+            .previous
+            .as_ref()
+            .filter(|(_, since)| since.elapsed() < settle)
+            .map(|(previous, _)| Arc::clone(previous))
+    }
+
+    /// Seeds whose id is still unknown (what a founding node's readiness waits for).
     pub fn unknown_seeds(&self) -> Vec<String> {
         self.read()
             .peers
             .iter()
-            .filter(|p| p.id.is_none())
+            .filter(|p| p.seed && p.id.is_none())
             .map(|p| p.addr.clone())
             .collect()
+    }
+
+    /// Why there is no ring yet, for the `not_ready` error.
+    pub fn not_ready_reason(&self) -> String {
+        let seeds: Vec<String> = self
+            .read()
+            .peers
+            .iter()
+            .filter(|p| p.seed)
+            .map(|p| p.addr.clone())
+            .collect();
+        if self.joining
+            && !self
+                .read()
+                .table
+                .records()
+                .any(|r| r.state.in_current_ring())
+        {
+            format!(
+                "joining: waiting for a seed to answer ({})",
+                seeds.join(", ")
+            )
+        } else {
+            format!(
+                "waiting to learn the ids of seeds {}",
+                self.unknown_seeds().join(", ")
+            )
+        }
     }
 
     /// The address of a member, this node included.
@@ -144,7 +276,7 @@ impl Membership {
     }
 
     /// Records that the node at `addr` answered as `id` in `zone`. Returns true when that
-    /// changed the member set or a zone (the caller persists it).
+    /// changed the member table (the caller persists it).
     pub fn record_alive(&self, addr: &str, id: NodeId, zone: Option<String>) -> bool {
         let mut state = self.write();
         let duplicate = id == self.node
@@ -169,15 +301,30 @@ impl Membership {
         if !was_up && peer.id.is_some() {
             tracing::info!(%addr, %id, "peer is up");
         }
-        if peer.id.as_ref() == Some(&id) && peer.zone == zone {
-            return false;
+        let seed = peer.seed;
+        if peer.id.as_ref() != Some(&id) || peer.zone != zone {
+            tracing::info!(%addr, %id, ?zone, "learned member");
+            peer.id = Some(id.clone());
+            peer.zone = zone.clone();
         }
-        tracing::info!(%addr, %id, ?zone, "learned member");
-        peer.id = Some(id);
-        peer.zone = zone;
+        // A founding node's seeds are the cluster's first members. Only a record nobody has
+        // written yet is created here: a later state (or a zone the member changed itself)
+        // arrives by gossip with a higher version.
+        let created = !self.joining
+            && seed
+            && state.table.get(&id).is_none()
+            && state.table.merge_one(MemberRecord::new(
+                id,
+                addr.to_string(),
+                zone,
+                MemberState::Active,
+            ));
+        let ring_missing = state.ring.is_none();
         drop(state);
-        self.rebuild_ring();
-        true
+        if created || ring_missing {
+            self.rebuild_ring();
+        }
+        created
     }
 
     /// Records that the node at `addr` did not answer its probe; `refused` when nothing
@@ -208,52 +355,125 @@ impl Membership {
             .any(|p| p.id.as_ref() == Some(id) && p.detector.is_up(now, &self.detector))
     }
 
-    /// How many known peers are down now.
+    /// How many known peers are down now (a removed member that is still a seed, and so
+    /// still probed, does not count).
     pub fn down_count(&self) -> usize {
         let now = Instant::now();
-        self.read()
+        let state = self.read();
+        state
             .peers
             .iter()
-            .filter(|p| p.id.is_some() && !p.detector.is_up(now, &self.detector))
+            .filter(|p| {
+                p.id.as_ref().is_some_and(|id| {
+                    state
+                        .table
+                        .get(id)
+                        .is_none_or(|r| r.state != MemberState::Removed)
+                }) && !p.detector.is_up(now, &self.detector)
+            })
             .count()
     }
 
-    /// Every member with a known id, this node first, then by id.
+    /// Every member that is not removed, this node first, then by id.
     pub fn members(&self) -> Vec<MemberStatus> {
         let now = Instant::now();
         let state = self.read();
-        let mut others: Vec<MemberStatus> = state
-            .peers
-            .iter()
-            .filter_map(|p| {
-                p.id.as_ref().map(|id| MemberStatus {
-                    id: id.clone(),
-                    addr: p.addr.clone(),
-                    status: if p.detector.is_up(now, &self.detector) {
-                        Liveness::Up
-                    } else {
-                        Liveness::Down
-                    },
-                })
+        let liveness = |id: &NodeId| {
+            let up = *id == self.node
+                || state
+                    .peers
+                    .iter()
+                    .any(|p| p.id.as_ref() == Some(id) && p.detector.is_up(now, &self.detector));
+            if up {
+                Liveness::Up
+            } else {
+                Liveness::Down
+            }
+        };
+        let mut all: Vec<MemberStatus> = state
+            .table
+            .records()
+            .filter(|r| r.state != MemberState::Removed)
+            .map(|r| MemberStatus {
+                id: r.id.clone(),
+                addr: r.addr.clone(),
+                status: liveness(&r.id),
+                state: r.state,
             })
             .collect();
-        others.sort_by(|a, b| a.id.cmp(&b.id));
-        let mut all = vec![MemberStatus {
-            id: self.node.clone(),
-            addr: self.addr.clone(),
-            status: Liveness::Up,
-        }];
-        all.extend(others);
+        // This node first, the others by id (the table is ordered by id).
+        all.sort_by_key(|m| m.id != self.node);
         all
     }
 
-    /// Every known peer, for persisting.
-    pub fn known_peers(&self) -> Vec<KnownPeer> {
-        self.read()
+    /// Every record of the member table, for gossip and persistence.
+    pub fn records(&self) -> Vec<MemberRecord> {
+        self.read().table.records().cloned().collect()
+    }
+
+    /// A copy of the member table.
+    pub fn table(&self) -> MemberTable {
+        self.read().table.clone()
+    }
+
+    /// The hash of the member table's ids and states (equal on converged nodes).
+    pub fn ring_version(&self) -> u64 {
+        self.read().table.ring_version()
+    }
+
+    /// Merges records gossiped by a peer. Returns true when the table changed (the caller
+    /// persists it).
+    pub fn merge_records(&self, records: Vec<MemberRecord>) -> bool {
+        let mut state = self.write();
+        let before = state.table.ring_version();
+        if !state.table.merge(records) {
+            return false;
+        }
+        self.sync_peers(&mut state);
+        let after = state.table.ring_version();
+        drop(state);
+        if before != after {
+            tracing::info!(ring_version = after, "member table changed");
+        }
+        self.rebuild_ring();
+        true
+    }
+
+    /// Replaces this node's own record by `change` applied to it, with the next version.
+    /// Returns the new record.
+    pub fn update_own(&self, change: impl FnOnce(&mut MemberRecord)) -> Option<MemberRecord> {
+        let mut state = self.write();
+        let mut own = state.table.get(&self.node)?.clone();
+        change(&mut own);
+        own.version += 1;
+        state.table.merge_one(own.clone());
+        drop(state);
+        self.rebuild_ring();
+        Some(own)
+    }
+
+    /// A peer to gossip with this round, chosen at random among the peers that are up
+    /// (any seed while a joining node has not yet received the cluster's table).
+    pub fn gossip_target(&self) -> Option<String> {
+        let now = Instant::now();
+        let state = self.read();
+        let adopted = state.table.records().any(|r| r.state.in_current_ring());
+        let candidates: Vec<&Peer> = state
             .peers
             .iter()
-            .filter_map(|p| p.id.clone().map(|id| (id, p.addr.clone(), p.zone.clone())))
-            .collect()
+            .filter(|p| {
+                if self.joining && !adopted {
+                    p.seed
+                } else {
+                    p.id.is_some() && p.detector.is_up(now, &self.detector)
+                }
+            })
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let pick = std::collections::hash_map::RandomState::new().hash_one(now) as usize;
+        Some(candidates[pick % candidates.len()].addr.clone())
     }
 
     /// This node's zone.
@@ -266,30 +486,89 @@ impl Membership {
         self.partitions
     }
 
+    /// Makes the peer list follow the table: a peer for every member that is not removed,
+    /// at the address its record gives; members removed are no longer probed.
+    fn sync_peers(&self, state: &mut State) {
+        let records: Vec<MemberRecord> = state.table.records().cloned().collect();
+        for record in records {
+            if record.id == self.node {
+                continue;
+            }
+            if record.state == MemberState::Removed {
+                state
+                    .peers
+                    .retain(|p| p.seed || p.id.as_ref() != Some(&record.id));
+                continue;
+            }
+            if let Some(peer) = state
+                .peers
+                .iter_mut()
+                .find(|p| p.id.as_ref() == Some(&record.id))
+            {
+                if peer.addr != record.addr && !peer.seed {
+                    peer.addr = record.addr.clone();
+                }
+                continue;
+            }
+            // A seed whose id is not yet known learns it from its own answer to a probe,
+            // not from gossip: readiness waits for that answer, so a ready node has seen
+            // every seed up.
+            if state.peers.iter().any(|p| p.addr == record.addr) {
+                continue;
+            }
+            state.peers.push(Peer {
+                addr: record.addr.clone(),
+                id: Some(record.id.clone()),
+                zone: record.zone.clone(),
+                seed: false,
+                detector: PhiDetector::default(),
+            });
+        }
+    }
+
     fn rebuild_ring(&self) {
         let mut state = self.write();
-        if state.peers.iter().any(|p| p.id.is_none()) {
+        let waiting = state.peers.iter().any(|p| p.seed && p.id.is_none()) && !self.joining;
+        let current = state.table.current_members();
+        let next = state.table.next_members();
+        if waiting || current.is_empty() {
             state.ring = None;
+            state.next_ring = None;
             return;
         }
-        let mut members: Vec<(NodeId, Option<String>)> = state
-            .peers
-            .iter()
-            .filter_map(|p| p.id.clone().map(|id| (id, p.zone.clone())))
-            .collect();
-        members.push((self.node.clone(), self.zone.clone()));
-        members.sort();
-        members.dedup_by(|a, b| a.0 == b.0);
-        match Ring::with_zones(members, self.partitions) {
-            Ok(ring) => {
-                tracing::info!(members = ring.members().len(), "ring formed");
-                state.ring = Some(Arc::new(ring));
-            }
+        let same_members = state
+            .ring
+            .as_ref()
+            .is_some_and(|ring| ring.members().iter().eq(current.iter().map(|(id, _)| id)));
+        let ring = match Ring::with_zones(current.clone(), self.partitions) {
+            Ok(ring) => Arc::new(ring),
             Err(error) => {
                 tracing::error!(%error, "cannot build the ring");
                 state.ring = None;
+                state.next_ring = None;
+                return;
+            }
+        };
+        if !same_members {
+            tracing::info!(members = ring.members().len(), "ring formed");
+            if let Some(old) = state.ring.take() {
+                metrics::counter!("quorumkv_ring_changes_total").increment(1);
+                state.previous = Some((old, Instant::now()));
             }
         }
+        let next_ring = if next == current || next.is_empty() {
+            Arc::clone(&ring)
+        } else {
+            match Ring::with_zones(next, self.partitions) {
+                Ok(next) => Arc::new(next),
+                Err(error) => {
+                    tracing::error!(%error, "cannot build the next ring");
+                    Arc::clone(&ring)
+                }
+            }
+        };
+        state.ring = Some(ring);
+        state.next_ring = Some(next_ring);
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -313,6 +592,14 @@ mod tests {
         NodeId::new(s)
     }
 
+    fn founding(seeds: &[String], known: &[KnownPeer]) -> Bootstrap {
+        Bootstrap {
+            seeds: seeds.to_vec(),
+            known: known.to_vec(),
+            ..Bootstrap::default()
+        }
+    }
+
     #[test]
     fn ring_forms_only_once_every_seed_is_known() {
         let seeds = vec!["h:2".to_string(), "h:3".to_string(), "h:1".to_string()];
@@ -320,8 +607,7 @@ mod tests {
             id("a"),
             "h:1".into(),
             None,
-            &seeds,
-            &[],
+            &founding(&seeds, &[]),
             16,
             DetectorOptions::default(),
         );
@@ -342,8 +628,7 @@ mod tests {
             id("a"),
             "h:1".into(),
             None,
-            &seeds,
-            &[(id("b"), "h:2".into(), None)],
+            &founding(&seeds, &[(id("b"), "h:2".into(), None)]),
             16,
             DetectorOptions::default(),
         );
@@ -362,8 +647,7 @@ mod tests {
             id("n1"),
             "h:1".into(),
             Some("z1".into()),
-            &seeds,
-            &[],
+            &founding(&seeds, &[]),
             16,
             DetectorOptions::default(),
         );
@@ -381,10 +665,80 @@ mod tests {
                 .collect();
             assert_eq!(zones.len(), 3);
         }
-        assert_eq!(m.known_peers().len(), 5);
-        // A zone change is a change to persist; the same answer again is not.
-        assert!(m.record_alive("h:2", id("n2"), Some("z9".into())));
+        assert_eq!(m.records().len(), 6);
+        // A zone is the member's own to change (with a new version of its record): a probe
+        // answering another one does not rewrite the record.
         assert!(!m.record_alive("h:2", id("n2"), Some("z9".into())));
+        let n2 = m.table().get(&id("n2")).cloned().expect("n2");
+        assert_eq!(n2.zone.as_deref(), Some("z2"));
+    }
+
+    #[test]
+    fn a_joining_node_adopts_the_table_of_a_seed_and_stays_out_of_the_ring() {
+        let seeds = vec!["h:1".to_string()];
+        let joiner = Membership::new(
+            id("d"),
+            "h:4".into(),
+            None,
+            &Bootstrap {
+                seeds: seeds.clone(),
+                joining: true,
+                ..Bootstrap::default()
+            },
+            16,
+            DetectorOptions::default(),
+        );
+        assert!(joiner.ring().is_none());
+        assert_eq!(joiner.gossip_target().as_deref(), Some("h:1"));
+        let founder = Membership::new(
+            id("a"),
+            "h:1".into(),
+            None,
+            &founding(&["h:1".to_string()], &[]),
+            16,
+            DetectorOptions::default(),
+        );
+        // Push-pull: the seed merges the joiner's table, the joiner the seed's answer.
+        assert!(founder.merge_records(joiner.records()));
+        assert!(joiner.merge_records(founder.records()));
+        assert_eq!(joiner.ring_version(), founder.ring_version());
+        assert_eq!(joiner.ring().expect("ring").members(), &[id("a")]);
+        let next = joiner.next_ring().expect("next ring");
+        assert_eq!(next.members(), &[id("a"), id("d")]);
+        let states: Vec<(String, MemberState)> = founder
+            .members()
+            .into_iter()
+            .map(|m| (m.id.as_str().to_string(), m.state))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("a".to_string(), MemberState::Active),
+                ("d".to_string(), MemberState::Joining)
+            ]
+        );
+        assert_eq!(founder.addr_of(&id("d")).as_deref(), Some("h:4"));
+    }
+
+    #[test]
+    fn a_removed_member_is_not_probed_and_does_not_come_back() {
+        let seeds = vec!["h:1".to_string(), "h:2".to_string()];
+        let m = Membership::new(
+            id("a"),
+            "h:1".into(),
+            None,
+            &founding(&seeds, &[]),
+            16,
+            DetectorOptions::default(),
+        );
+        m.record_alive("h:2", id("b"), None);
+        let mut gone = MemberRecord::new(id("c"), "h:3".into(), None, MemberState::Removed);
+        gone.version = 3;
+        assert!(m.merge_records(vec![gone]));
+        assert!(!m.peer_addrs().contains(&"h:3".to_string()));
+        let back = MemberRecord::new(id("c"), "h:3".into(), None, MemberState::Active);
+        assert!(!m.merge_records(vec![back]));
+        assert!(m.members().iter().all(|member| member.id != id("c")));
     }
 
     #[test]
@@ -394,8 +748,7 @@ mod tests {
             id("a"),
             "h:1".into(),
             None,
-            &seeds,
-            &[],
+            &founding(&seeds, &[]),
             16,
             DetectorOptions::default(),
         );

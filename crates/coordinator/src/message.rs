@@ -11,12 +11,15 @@
 //! them. The same [`Request`] type is executed in-process for the local replica, so the
 //! local and remote paths cannot drift apart.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 
 use quorumkv_replica::{Value, VersionVector, VersionedObject};
 use quorumkv_ring::NodeId;
-use serde::{Deserialize, Serialize};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::gossip::MemberRecord;
 use crate::props::VersionedProps;
 
 /// The current internode protocol version.
@@ -110,6 +113,17 @@ pub enum Request {
     },
     /// Who are you, and in which zone? The liveness probe.
     Describe,
+    /// Gossip push: the sender's member table; the answer is the receiver's, merged.
+    Gossip {
+        /// Every record the sender holds.
+        records: Vec<MemberRecord>,
+    },
+    /// Several requests at once, answered by [`Response::Batch`] item by item, in order.
+    /// A node sends the requests it has for a peer together while an earlier exchange with
+    /// that peer is in flight. Items are executed as if sent one by one, concurrently; a
+    /// batch never holds a batch (refused when decoding). An empty batch asks whether the
+    /// peer understands batches, at no cost.
+    Batch(#[serde(deserialize_with = "unnested")] Vec<Request>),
 }
 
 /// The answer to a [`Request`].
@@ -148,6 +162,13 @@ pub enum Response {
         /// Its zone, if it has one.
         zone: Option<String>,
     },
+    /// Answer to [`Request::Gossip`]: the receiver's member table after the merge.
+    Gossip {
+        /// Every record the receiver holds.
+        records: Vec<MemberRecord>,
+    },
+    /// Answer to [`Request::Batch`]: one response per item, in the items' order.
+    Batch(#[serde(deserialize_with = "unnested")] Vec<Response>),
 }
 
 /// Why a replica refused a request.
@@ -175,6 +196,33 @@ pub enum DecodeError {
     /// The payload does not decode.
     #[error("malformed message: {0}")]
     Malformed(String),
+}
+
+thread_local! {
+    /// Whether this thread is decoding the items of a batch, to refuse a batch in one.
+    static IN_BATCH: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Decodes the items of a batch, refusing a batch among them. Nesting has no use, and
+/// refusing it bounds the decoder's recursion: a body of nested one-item batches would
+/// otherwise recurse once per two bytes and overflow the stack.
+fn unnested<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    /// Clears the flag however decoding ends.
+    struct Leave;
+    impl Drop for Leave {
+        fn drop(&mut self) {
+            IN_BATCH.set(false);
+        }
+    }
+    if IN_BATCH.replace(true) {
+        return Err(D::Error::custom("a batch inside a batch"));
+    }
+    let _leave = Leave;
+    Vec::deserialize(deserializer)
 }
 
 /// Frames a message: version byte, then postcard.
@@ -245,6 +293,40 @@ mod tests {
         assert_eq!(encode(&Request::Hello), [1, 0]);
         assert_eq!(encode(&Response::Ack), [1, 2]);
         assert_eq!(encode(&Response::Object(None)), [1, 1, 0]);
+        assert_eq!(encode(&Request::Gossip { records: vec![] }), [1, 13, 0]);
+        assert_eq!(encode(&Response::Gossip { records: vec![] }), [1, 10, 0]);
+        let batch = Request::Batch(vec![Request::Hello, get]);
+        assert_eq!(encode(&batch), [1, 14, 2, 0, 1, 1, b'b', 1, b'k']);
+        let answers = Response::Batch(vec![Response::Ack, Response::Object(None)]);
+        assert_eq!(encode(&answers), [1, 11, 2, 2, 1, 0]);
+    }
+
+    #[test]
+    fn batches_round_trip_and_never_nest() {
+        let batch = Request::Batch(vec![
+            Request::Get {
+                bucket: b"b".to_vec(),
+                key: b"k".to_vec(),
+            },
+            Request::Batch(vec![]),
+        ]);
+        assert!(matches!(
+            decode::<Request>(&encode(&batch)),
+            Err(DecodeError::Malformed(_))
+        ));
+        let flat = Request::Batch(vec![Request::Hello, Request::Describe]);
+        assert_eq!(decode::<Request>(&encode(&flat)), Ok(flat));
+        // A deep nest is refused at its second level, not by running out of stack.
+        let tag = encode(&Request::Batch(Vec::new()))[1];
+        let mut deep = vec![PROTOCOL_V1];
+        for _ in 0..100_000 {
+            deep.extend([tag, 1]);
+        }
+        deep.extend([tag, 0]);
+        assert!(decode::<Request>(&deep).is_err());
+        // And the flag does not stay set after a refusal.
+        let answers = Response::Batch(vec![Response::Ack]);
+        assert_eq!(decode::<Response>(&encode(&answers)), Ok(answers));
     }
 
     #[test]

@@ -62,17 +62,27 @@ pub async fn health(State(state): State<AppState>, uri: Uri) -> Result<Response,
     Ok(Json(json!({ "status": "ok", "node": state.coordinator.node() })).into_response())
 }
 
-/// `GET /v1/cluster`: each member with its liveness and `ownership`, the number of
-/// partitions it owns as primary owner (0 for every member while the ring is not formed).
+/// `GET /v1/cluster`: each member with its liveness, its `state` and `ownership`, the
+/// number of partitions it owns as primary owner in the current ring (0 for every member
+/// while the ring is not formed), plus `next_ownership` while a membership change is under
+/// way; the `ring_version`, equal on every node once gossip has converged; and
+/// `pending_transfers`, the (partition, new owner) pairs not yet moved (0 when balanced).
 pub async fn cluster(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
     parse_query(uri.query(), &[])?;
     let view = state.coordinator.cluster_view();
-    let ownership = state
-        .coordinator
-        .membership()
-        .ring()
+    let membership = state.coordinator.membership();
+    let ring = membership.ring();
+    let ownership = ring
+        .as_ref()
         .map(|ring| ring.ownership())
         .unwrap_or_default();
+    let next_ownership = membership
+        .next_ring()
+        .filter(|next| {
+            ring.as_ref()
+                .is_some_and(|ring| !std::sync::Arc::ptr_eq(ring, next))
+        })
+        .map(|next| next.ownership());
     let members: Vec<serde_json::Value> = view
         .members
         .iter()
@@ -81,6 +91,10 @@ pub async fn cluster(State(state): State<AppState>, uri: Uri) -> Result<Response
             if let Some(fields) = value.as_object_mut() {
                 let owned = ownership.get(&member.id).copied().unwrap_or(0);
                 fields.insert("ownership".to_string(), json!(owned));
+                if let Some(next) = &next_ownership {
+                    let owned = next.get(&member.id).copied().unwrap_or(0);
+                    fields.insert("next_ownership".to_string(), json!(owned));
+                }
             }
             value
         })
@@ -90,8 +104,53 @@ pub async fn cluster(State(state): State<AppState>, uri: Uri) -> Result<Response
         "members": members,
         "partitions": view.partitions,
         "ready": view.ready,
+        "ring_version": view.ring_version,
+        "pending_transfers": state.coordinator.pending_transfers(),
     }))
     .into_response())
+}
+
+/// `POST /v1/cluster/leave`: this node starts handing its partitions to their next
+/// owners; once the change is committed it stops (and its process exits 0). Answers
+/// `202` with the node's record.
+pub async fn leave(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+    parse_query(uri.query(), &[])?;
+    let record = state.coordinator.leave().await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "node": record.id, "state": record.state })),
+    )
+        .into_response())
+}
+
+/// `POST /v1/cluster/remove` with `{"node": "<id>"}`: takes a member that cannot leave
+/// by itself (it is dead) out of the cluster; its partitions are copied from the replicas
+/// that survive. Answers `202` with the member's record.
+pub async fn remove(
+    State(state): State<AppState>,
+    uri: Uri,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    parse_query(uri.query(), &[])?;
+    let body = body.map_err(|r| ApiError::new(r.status(), "invalid_json", r.body_text()))?;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Removal {
+        node: String,
+    }
+    let removal: Removal = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("the body must be {{\"node\": \"<id>\"}}: {e}"),
+        )
+    })?;
+    let node = quorumkv_coordinator::NodeId::new(removal.node.trim());
+    let record = state.coordinator.remove(&node).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "node": record.id, "state": record.state })),
+    )
+        .into_response())
 }
 
 /// `GET /metrics`: Prometheus text format, with RocksDB's figures read for this scrape.

@@ -100,6 +100,12 @@ impl From<CoordinatorError> for ApiError {
                 "insufficient_storage",
                 error.to_string(),
             ),
+            CoordinatorError::NodeNotFound(_) => {
+                Self::new(StatusCode::NOT_FOUND, "node_not_found", error.to_string())
+            }
+            CoordinatorError::InvalidChange(_) => {
+                Self::bad_request("invalid_change", error.to_string())
+            }
             CoordinatorError::Internal(_) => {
                 tracing::error!(%error, "internal error");
                 Self::new(

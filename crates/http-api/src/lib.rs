@@ -113,6 +113,14 @@ pub fn router(state: AppState) -> Router {
             get(admin::cluster).fallback(admin::method_not_allowed),
         )
         .route(
+            "/v1/cluster/leave",
+            post(admin::leave).fallback(admin::method_not_allowed),
+        )
+        .route(
+            "/v1/cluster/remove",
+            post(admin::remove).fallback(admin::method_not_allowed),
+        )
+        .route(
             "/v1/openapi.json",
             get(admin::openapi).fallback(admin::method_not_allowed),
         )

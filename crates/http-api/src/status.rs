@@ -13,8 +13,7 @@
 //! - the ring: each member's share of the partitions it owns as primary owner, as arcs of
 //!   a circle, from the `ownership` field of `/v1/cluster`;
 //! - hints pending (`quorumkv_hints_pending`), peers down (`quorumkv_nodes_down`), and the
-//!   pending transfers when the node exports `quorumkv_transfers_pending` (membership is
-//!   static today, so none is ever pending and the page says so);
+//!   pending transfers of a membership change (`quorumkv_transfers_pending`);
 //! - request rates per route and method, from the deltas of
 //!   `quorumkv_http_requests_total` between two polls (this node's requests only).
 //!

@@ -34,7 +34,7 @@ pub enum VersionError {
 }
 
 /// Why a stored record could not be decoded.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum CodecError {
     /// The record is shorter than its header.
     #[error("record truncated")]

@@ -79,7 +79,7 @@ pub use error::{CodecError, StoreError, VersionError};
 pub use object::{Sibling, Value, VersionedObject};
 #[cfg(feature = "rocksdb-store")]
 pub use store::{
-    ColumnFamilyStats, EngineStats, Hint, HintRefusal, Store, StoreOptions, SyncPolicy, Tombstone,
-    TombstonePage,
+    ColumnFamilyStats, EngineStats, GroupWrite, Hint, HintRefusal, Store, StoreOptions, SyncPolicy,
+    Tombstone, TombstonePage, Wait, WouldBlock,
 };
 pub use version::{ActorId, Dot, VersionVector};

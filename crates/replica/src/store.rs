@@ -47,8 +47,12 @@
 //! # Threads
 //! Every method blocks on RocksDB I/O. Callers on an async runtime run them
 //! on a blocking thread (e.g. `tokio::task::spawn_blocking`), never directly
-//! on a worker thread. The per-key lock is a plain mutex for the same reason:
-//! it is never held across an await.
+//! on a worker thread, with two exceptions made for that purpose:
+//! [`Store::get_cached`] and [`Store::write_group`] with [`Wait::Never`]
+//! refuse, with [`WouldBlock`], whatever would wait (I/O, a held lock, a
+//! write stall, an fsync), so an async thread may call them and fall back to
+//! a blocking thread. The per-key lock is a plain mutex: it is never held
+//! across an await.
 
 use std::fmt;
 use std::path::Path;
@@ -57,21 +61,23 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompactionStyle,
-    DBCompressionType, Options, ReadOptions, WriteOptions, DB,
+    DBCompressionType, Options, ReadOptions, ReadTier, WriteOptions, DB,
 };
 
-use crate::codec::{decode_record, encode_record};
+use crate::codec::decode_record;
 use crate::error::{CodecError, StoreError};
 use crate::object::{Value, VersionedObject};
 use crate::version::{ActorId, VersionVector};
 
 mod antientropy;
 mod engine;
+mod group;
 mod hints;
 mod tombstones;
 
 pub use antientropy::{AAE_SEGMENTS, MAX_PARTITION_BITS};
 pub use engine::{ColumnFamilyStats, EngineStats};
+pub use group::{GroupWrite, Wait, WouldBlock};
 pub use hints::{Hint, HintRefusal};
 pub use tombstones::{Tombstone, TombstonePage};
 
@@ -137,7 +143,7 @@ impl Default for StoreOptions {
 /// One RocksDB database per node.
 ///
 /// Column families:
-/// - `data`: one record per key, as written by [`encode_record`]. Key layout:
+/// - `data`: one record per key, as written by [`crate::codec::encode_record`]. Key layout:
 ///   1. bucket length, `u8` (so a bucket is at most 255 bytes);
 ///   2. bucket bytes;
 ///   3. key bytes.
@@ -161,7 +167,16 @@ impl Default for StoreOptions {
 pub struct Store {
     db: DB,
     actor: ActorId,
+    sync: SyncPolicy,
     write_options: WriteOptions,
+    /// `write_options` that fail with `Incomplete` instead of waiting out a write stall
+    /// (for [`Wait::Never`]; never used to fsync).
+    write_no_slowdown: WriteOptions,
+    /// Reads that may do I/O.
+    read_any: ReadOptions,
+    /// Reads served from the memtables and the block cache only, failing with
+    /// `Incomplete` where I/O would be needed (for [`Wait::Never`]).
+    read_cached: ReadOptions,
     /// Serialises read-modify-write per key. A std mutex because it guards
     /// no data and is held only across one RocksDB read and one write on a
     /// blocking thread.
@@ -219,11 +234,19 @@ impl Store {
 
         let mut write_options = WriteOptions::default();
         write_options.set_sync(options.sync == SyncPolicy::Always);
+        let mut write_no_slowdown = WriteOptions::default();
+        write_no_slowdown.set_no_slowdown(true);
+        let mut read_cached = ReadOptions::default();
+        read_cached.set_read_tier(ReadTier::BlockCache);
 
         let store = Store {
             db,
             actor,
+            sync: options.sync,
             write_options,
+            write_no_slowdown,
+            read_any: ReadOptions::default(),
+            read_cached,
             key_locks: (0..KEY_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             corrupt_records: AtomicU64::new(0),
             hint_count: AtomicU64::new(0),
@@ -249,8 +272,53 @@ impl Store {
     /// [`StoreError::Corrupt`] (counted and logged) if the record does not
     /// decode; [`StoreError::BucketTooLong`]; [`StoreError::Db`].
     pub fn get(&self, bucket: &[u8], key: &[u8]) -> Result<Option<VersionedObject>, StoreError> {
-        let data_key = data_key(bucket, key)?;
-        self.read_object(bucket, key, &data_key)
+        self.read(bucket, key, Wait::Block)
+            .unwrap_or_else(|WouldBlock| Err(StoreError::Db("a blocking read would block".into())))
+    }
+
+    /// [`Store::get`] if it can answer without I/O, from the memtables and the block
+    /// cache (microseconds, so an async thread may call it); `Err(WouldBlock)` otherwise.
+    ///
+    /// # Errors
+    /// [`WouldBlock`] when the record is not cached; otherwise those of [`Store::get`].
+    #[allow(clippy::type_complexity)] // the answer of `get`, inside the reason not to have one
+    pub fn get_cached(
+        &self,
+        bucket: &[u8],
+        key: &[u8],
+    ) -> Result<Result<Option<VersionedObject>, StoreError>, WouldBlock> {
+        self.read(bucket, key, Wait::Never)
+    }
+
+    #[allow(clippy::type_complexity)] // as `get_cached`
+    fn read(
+        &self,
+        bucket: &[u8],
+        key: &[u8],
+        wait: Wait,
+    ) -> Result<Result<Option<VersionedObject>, StoreError>, WouldBlock> {
+        let data_key = match data_key(bucket, key) {
+            Ok(data_key) => data_key,
+            Err(error) => return Ok(Err(error)),
+        };
+        let cf = match self.cf(CF_DATA) {
+            Ok(cf) => cf,
+            Err(error) => return Ok(Err(error)),
+        };
+        let options = match wait {
+            Wait::Block => &self.read_any,
+            Wait::Never => &self.read_cached,
+        };
+        let bytes = match self.db.get_pinned_cf_opt(cf, &data_key, options) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(Ok(None)),
+            Err(error) if group::is_incomplete(&error) => return Err(WouldBlock),
+            Err(error) => return Ok(Err(error.into())),
+        };
+        Ok(match decode_record(&bytes) {
+            Ok(object) => Ok(Some(object)),
+            Err(reason) => Err(self.corrupt(bucket, key, reason)),
+        })
     }
 
     /// Under a per-key lock: reads the local object, applies
@@ -270,16 +338,13 @@ impl Store {
         context: &VersionVector,
         value: Value,
     ) -> Result<VersionedObject, StoreError> {
-        let data_key = data_key(bucket, key)?;
-        let _guard = self.lock_key(&data_key);
-        let mut object = self
-            .read_object(bucket, key, &data_key)?
-            .unwrap_or_default();
-        object
-            .update(self.actor, context, value)
-            .map_err(StoreError::Version)?;
-        self.write_object(&data_key, &object)?;
-        Ok(object)
+        let write = GroupWrite::Coordinate {
+            bucket,
+            key,
+            context,
+            value: &value,
+        };
+        self.write_one(write)
     }
 
     /// Under the per-key lock: reads the local object, merges `incoming`
@@ -297,20 +362,19 @@ impl Store {
         key: &[u8],
         incoming: &VersionedObject,
     ) -> Result<VersionedObject, StoreError> {
-        incoming.validate().map_err(StoreError::Invalid)?;
-        let data_key = data_key(bucket, key)?;
-        let _guard = self.lock_key(&data_key);
-        let local = self
-            .read_object(bucket, key, &data_key)?
-            .unwrap_or_default();
-        let mut merged = local.clone();
-        merged.merge(incoming);
-        // Skipping unchanged writes keeps read repair and anti-entropy of
-        // already-converged keys from turning into write load.
-        if merged != local {
-            self.write_object(&data_key, &merged)?;
-        }
-        Ok(merged)
+        self.write_one(GroupWrite::Merge {
+            bucket,
+            key,
+            object: incoming,
+        })
+    }
+
+    /// One write as a group of one.
+    fn write_one(&self, write: GroupWrite<'_>) -> Result<VersionedObject, StoreError> {
+        self.write_group(&[write], Wait::Block)
+            .map_err(|WouldBlock| StoreError::Db("a blocking write would block".into()))?
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Db("a write was left unapplied".into())))
     }
 
     /// Whether any record (live or tombstone) exists under `bucket`. A
@@ -409,34 +473,11 @@ impl Store {
 
     /// Takes the lock stripe of a data key.
     fn lock_key(&self, data_key: &[u8]) -> MutexGuard<'_, ()> {
-        let stripe = (xxhash_rust::xxh3::xxh3_64(data_key) % KEY_LOCK_STRIPES as u64) as usize;
         // The mutex guards no data, so a panic while it was held left nothing
         // half-updated in memory; RocksDB writes are atomic per key.
-        self.key_locks[stripe]
+        self.key_locks[stripe_of(data_key)]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Reads and decodes one record, reporting corruption.
-    fn read_object(
-        &self,
-        bucket: &[u8],
-        key: &[u8],
-        data_key: &[u8],
-    ) -> Result<Option<VersionedObject>, StoreError> {
-        let Some(bytes) = self.db.get_pinned_cf(self.cf(CF_DATA)?, data_key)? else {
-            return Ok(None);
-        };
-        match decode_record(&bytes) {
-            Ok(object) => Ok(Some(object)),
-            Err(reason) => Err(self.corrupt(bucket, key, reason)),
-        }
-    }
-
-    /// Encodes and writes one record with the store's write options, with its
-    /// anti-entropy digest in the same batch. The caller holds the key's lock.
-    fn write_object(&self, data_key: &[u8], object: &VersionedObject) -> Result<(), StoreError> {
-        self.write_record_locked(data_key, &encode_record(object))
     }
 
     /// Counts, reports and logs a corrupt record, and returns its error.
@@ -447,6 +488,11 @@ impl Store {
         tracing::error!(%key, %reason, "corrupt record; it will not be overwritten locally");
         StoreError::Corrupt { key, reason }
     }
+}
+
+/// Returns the lock stripe of a data key (or a hint key).
+fn stripe_of(data_key: &[u8]) -> usize {
+    (xxhash_rust::xxh3::xxh3_64(data_key) % KEY_LOCK_STRIPES as u64) as usize
 }
 
 /// Options shared by every column family (and used as the DB options).
@@ -468,14 +514,11 @@ fn data_column_family_options() -> Options {
     options
 }
 
-/// Options of the `aae` column family: point lookups on the write path (the
-/// key's previous digest, often absent), prefix scans from anti-entropy.
+/// Options of the `aae` column family: written with every record, read by
+/// prefix scans only (the write path derives a key's previous digest from
+/// its record rather than looking it up here), so no bloom filter.
 fn aae_column_family_options() -> Options {
-    let mut table = BlockBasedOptions::default();
-    table.set_bloom_filter(DATA_BLOOM_BITS_PER_KEY, false);
-    let mut options = column_family_options();
-    options.set_block_based_table_factory(&table);
-    options
+    column_family_options()
 }
 
 /// Returns a column family handle by name.

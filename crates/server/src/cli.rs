@@ -275,4 +275,10 @@ pub enum ClusterCommand {
         #[allow(missing_docs)] // documented by its fields
         endpoint: Endpoint,
     },
+    /// The node at the endpoint hands its partitions to the other members, then exits.
+    Leave {
+        #[command(flatten)]
+        #[allow(missing_docs)] // documented by its fields
+        endpoint: Endpoint,
+    },
 }

@@ -1,4 +1,5 @@
-//! The command-line client: `get`, `put`, `delete` and `cluster status` over the HTTP API.
+//! The command-line client: `get`, `put`, `delete`, `cluster status` and `cluster leave`
+//! over the HTTP API.
 //!
 //! Output is for people by default and stays usable in a pipe: `get` prints the value as
 //! it is (siblings as a table), `put` the new causal context token, `delete` nothing, and
@@ -64,7 +65,10 @@ pub fn delete(args: &DeleteArgs) -> anyhow::Result<()> {
 /// `quorumkv cluster status`: members, their status and share of the ring, hints and
 /// transfers pending.
 pub fn cluster(args: &ClusterArgs) -> anyhow::Result<()> {
-    let ClusterCommand::Status { endpoint } = &args.command;
+    let endpoint = match &args.command {
+        ClusterCommand::Status { endpoint } => endpoint,
+        ClusterCommand::Leave { endpoint } => return leave(endpoint),
+    };
     let base = endpoint.endpoint.trim_end_matches('/');
     let http = client(endpoint)?;
     let response = send(http.get(format!("{base}/v1/cluster")), endpoint, Vec::new())?;
@@ -84,6 +88,30 @@ pub fn cluster(args: &ClusterArgs) -> anyhow::Result<()> {
         .filter(|r| r.status() == StatusCode::OK)
         .and_then(|r| r.text().ok());
     print!("{}", render_cluster(&view, metrics.as_deref()));
+    Ok(())
+}
+
+/// `quorumkv cluster leave`: asks the node to leave; it exits once its partitions moved.
+fn leave(endpoint: &Endpoint) -> anyhow::Result<()> {
+    let base = endpoint.endpoint.trim_end_matches('/');
+    let http = client(endpoint)?;
+    let response = http
+        .post(format!("{base}/v1/cluster/leave"))
+        .send()
+        .with_context(|| format!("cannot reach {}", endpoint.endpoint))?;
+    if response.status() != StatusCode::ACCEPTED {
+        return fail(response);
+    }
+    let answer: Value = response.json().context("cannot read the answer")?;
+    if Output::from_flag(endpoint.json) == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        println!(
+            "{} is {}: it hands its partitions over, then exits",
+            answer["node"].as_str().unwrap_or("?"),
+            answer["state"].as_str().unwrap_or("?")
+        );
+    }
     Ok(())
 }
 
@@ -244,12 +272,15 @@ fn render_cluster(view: &Value, metrics: Option<&str>) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "node {}  {}  {} partitions  {}/{} members answer",
+        "node {}  {}  {} partitions  {}/{} members answer  ring version {}",
         view["node"].as_str().unwrap_or("?"),
         if ready { "ready" } else { "NOT READY" },
         partitions,
         answering,
-        members.len()
+        members.len(),
+        view["ring_version"]
+            .as_u64()
+            .map_or_else(|| "-".to_string(), |v| v.to_string()),
     );
     out.push('\n');
     let rows: Vec<Vec<String>> = members
@@ -267,6 +298,7 @@ fn render_cluster(view: &Value, metrics: Option<&str>) -> String {
                 member["id"].as_str().unwrap_or("?").to_string(),
                 member["addr"].as_str().unwrap_or("?").to_string(),
                 member["status"].as_str().unwrap_or("?").to_string(),
+                member["state"].as_str().unwrap_or("-").to_string(),
                 owned
                     .filter(|_| ready)
                     .map_or_else(|| "-".to_string(), |o| o.to_string()),
@@ -275,19 +307,20 @@ fn render_cluster(view: &Value, metrics: Option<&str>) -> String {
         })
         .collect();
     out.push_str(&table(
-        &["ID", "ADDRESS", "STATUS", "PARTITIONS", "SHARE"],
+        &["ID", "ADDRESS", "STATUS", "STATE", "PARTITIONS", "SHARE"],
         &rows,
-        &[3],
+        &[4],
     ));
     if !ready {
-        out.push_str("\nthe ring is not formed: this node still waits for the id of a seed\n");
+        out.push_str(
+            "\nthe ring is not formed: this node still waits for the id of a seed (or, joining, \
+             for a seed's member table)\n",
+        );
     }
     if let Some(metrics) = metrics {
         let hints = metric_sum(metrics, "quorumkv_hints_pending").unwrap_or(0.0);
-        let transfers = metric_sum(metrics, "quorumkv_transfers_pending").map_or_else(
-            || "none (membership is static)".to_string(),
-            |t| format!("{t}"),
-        );
+        let transfers = metric_sum(metrics, "quorumkv_transfers_pending")
+            .map_or_else(|| "not reported".to_string(), |t| format!("{t}"));
         let _ = write!(
             out,
             "\nhints pending on this node      {hints}\ntransfers pending on this node  {transfers}\n"
@@ -462,41 +495,47 @@ mod tests {
     #[test]
     fn the_cluster_table_shows_each_member_share_and_what_is_pending() {
         let view = json!({
-            "node": "node1", "partitions": 256, "ready": true,
+            "node": "node1", "partitions": 256, "ready": true, "ring_version": 42,
             "members": [
-                {"id": "node1", "addr": "10.0.0.1:7001", "status": "up", "ownership": 128},
-                {"id": "node2", "addr": "10.0.0.2:7001", "status": "down", "ownership": 128},
+                {"id": "node1", "addr": "10.0.0.1:7001", "status": "up", "state": "active",
+                 "ownership": 128},
+                {"id": "node2", "addr": "10.0.0.2:7001", "status": "down", "state": "leaving",
+                 "ownership": 128},
             ],
         });
         let text = render_cluster(&view, Some("quorumkv_hints_pending 7\n"));
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "node node1  ready  256 partitions  1/2 members answer"
+            "node node1  ready  256 partitions  1/2 members answer  ring version 42"
         );
-        assert_eq!(lines[2], "ID     ADDRESS        STATUS  PARTITIONS  SHARE");
+        assert_eq!(
+            lines[2],
+            "ID     ADDRESS        STATUS  STATE    PARTITIONS  SHARE"
+        );
         assert_eq!(
             lines[3],
             format!(
-                "node1  10.0.0.1:7001  up             128  {}  50.0%",
+                "node1  10.0.0.1:7001  up      active          128  {}  50.0%",
                 "█".repeat(12) + &" ".repeat(12)
             )
         );
-        assert!(lines[4].starts_with("node2  10.0.0.2:7001  down           128  "));
+        assert!(lines[4].starts_with("node2  10.0.0.2:7001  down    leaving         128  "));
         assert!(text.contains("hints pending on this node      7\n"));
-        assert!(text.contains("transfers pending on this node  none (membership is static)\n"));
+        assert!(text.contains("transfers pending on this node  not reported\n"));
     }
 
     #[test]
     fn a_node_without_a_ring_shows_no_shares() {
         let view = json!({
             "node": "node1", "partitions": 256, "ready": false,
-            "members": [{"id": "node1", "addr": "a:1", "status": "up", "ownership": 0}],
+            "members": [{"id": "node1", "addr": "a:1", "status": "up", "state": "joining",
+                         "ownership": 0}],
         });
         let text = render_cluster(&view, None);
         assert!(text.contains("NOT READY"), "{text}");
         assert!(
-            text.contains("node1  a:1      up               -  -\n"),
+            text.contains("node1  a:1      up      joining           -  -\n"),
             "{text}"
         );
         assert!(!text.contains("hints pending"));

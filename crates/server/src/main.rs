@@ -12,6 +12,13 @@ use clap::Parser;
 
 use crate::cli::{Cli, Command};
 
+/// mimalloc rather than glibc's allocator: a node allocates and frees many small buffers
+/// per request (messages, records, futures) on several threads, where glibc's malloc
+/// spent about a tenth of the CPU in profiles; mimalloc's thread-local free lists make
+/// that a fraction of it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if let Err(error) = config::apply(&args) {

@@ -38,6 +38,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
 
 /// How often hints are replayed to owners that are back.
 const HANDOFF_INTERVAL: Duration = Duration::from_millis(1000);
+/// How often a transfer round runs (it returns at once when no membership change is under way).
+const TRANSFER_INTERVAL: Duration = Duration::from_millis(1000);
 /// How many records one tombstone reaper round scans.
 const REAP_BUDGET: usize = 10_000;
 /// How many hints per owner one handoff round sends.
@@ -47,6 +49,9 @@ const HANDOFF_BATCH: usize = 1000;
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
 ];
+
+/// Buckets for every `*_size` histogram (requests per batch, writes per group).
+const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
 /// Runs a node until SIGTERM or SIGINT.
 pub fn main(args: ServeArgs) -> anyhow::Result<()> {
@@ -124,6 +129,8 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             min_mean: TICK,
         },
         tombstone_grace: Duration::from_secs(args.tombstone_grace_secs),
+        // Seeds that do not name this node are a cluster to join, not one to found.
+        joining: !seeds.is_empty() && peers.len() == seeds.len(),
         zone: args
             .zone
             .as_deref()
@@ -166,8 +173,10 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         reap_interval(Duration::from_secs(args.tombstone_grace_secs)),
         stop_rx.clone(),
     ));
+    let transfers = tokio::spawn(transfers(Arc::clone(&coordinator), stop_rx.clone()));
     let handoff = tokio::spawn(handoff(Arc::clone(&coordinator), stop_rx));
     let fault_coordinator = Arc::clone(&coordinator);
+    let leaver = Arc::clone(&coordinator);
     let app = router(AppState {
         coordinator,
         metrics: Some(metrics),
@@ -186,13 +195,20 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         header_timeout: Duration::from_millis(args.header_timeout_ms),
     };
     let acceptor = tls.map(|tls| tls.acceptor);
-    crate::listener::serve(listener, app, limits, acceptor, shutdown_signal()).await;
+    let stop = async move {
+        tokio::select! {
+            () = shutdown_signal() => {}
+            () = removed(leaver) => {}
+        }
+    };
+    crate::listener::serve(listener, app, limits, acceptor, stop).await;
 
     tracing::info!("draining done; stopping background work");
     let _ = stop_tx.send(true);
     let _ = upkeep.await;
     let _ = handoff.await;
     let _ = reaper.await;
+    let _ = transfers.await;
     let _ = anti_entropy.await;
     let flush_store = Arc::clone(&store);
     tokio::task::spawn_blocking(move || flush_store.flush())
@@ -210,6 +226,36 @@ async fn upkeep(coordinator: Arc<Coordinator>, mut stop: watch::Receiver<bool>) 
         tokio::select! {
             _ = interval.tick() => coordinator.tick(PROBE_TIMEOUT).await,
             _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Runs a transfer round (membership changes) every [`TRANSFER_INTERVAL`] until told to
+/// stop. A task of its own: a transfer may take long, and must not delay liveness probes.
+/// A round cut at shutdown is safe: each of its steps is a merge.
+async fn transfers(coordinator: Arc<Coordinator>, mut stop: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(TRANSFER_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = async {
+                interval.tick().await;
+                coordinator.transfer_round().await
+            } => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Returns once this node has left the cluster (its leave was committed): the node then
+/// stops as on SIGTERM, and exits 0.
+async fn removed(coordinator: Arc<Coordinator>) {
+    let mut interval = tokio::time::interval(TICK);
+    loop {
+        interval.tick().await;
+        if coordinator.has_left() {
+            tracing::info!("this node has left the cluster: stopping");
+            return;
         }
     }
 }
@@ -398,6 +444,8 @@ fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
         .context("invalid latency buckets")?
+        .set_buckets_for_metric(Matcher::Suffix("_size".into()), SIZE_BUCKETS)
+        .context("invalid size buckets")?
         .install_recorder()
         .context("cannot install the metrics recorder")
 }

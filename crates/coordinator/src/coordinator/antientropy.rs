@@ -117,9 +117,9 @@ struct Cursor {
 }
 
 /// What is left of a round's allowance.
-struct Budget {
-    deadline: Instant,
-    keys_left: usize,
+pub(super) struct Budget {
+    pub(super) deadline: Instant,
+    pub(super) keys_left: usize,
 }
 
 impl Budget {
@@ -130,7 +130,7 @@ impl Budget {
 
 /// How an exchange ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Ended {
+pub(super) enum Ended {
     /// Every difference found was handled (or failed, to be retried later).
     Done,
     /// The round's budget ran out first.
@@ -256,7 +256,7 @@ impl Coordinator {
     }
 
     /// Walks one differing tree down to its differing keys and repairs them.
-    async fn exchange_tree(
+    pub(super) async fn exchange_tree(
         self: &Arc<Self>,
         addr: &str,
         partition: u32,
@@ -360,7 +360,7 @@ impl Coordinator {
     }
 
     /// Sends one request to a peer, counting the framed bytes both ways.
-    async fn aae_call(
+    pub(super) async fn aae_call(
         &self,
         addr: &str,
         request: Request,
@@ -421,7 +421,7 @@ impl Coordinator {
     }
 
     /// The `n` of a bucket, or `None` for bytes that are not a bucket name.
-    fn replication_factor(&self, bucket: &[u8]) -> Option<usize> {
+    pub(super) fn replication_factor(&self, bucket: &[u8]) -> Option<usize> {
         BucketName::parse(bucket)
             .ok()
             .map(|name| self.bucket_props(&name).n)

@@ -1,5 +1,6 @@
-//! Cluster upkeep of one node: probing peers (ids, zones, liveness), remembering what it
-//! learned, and keeping bucket properties in step with the other nodes.
+//! Cluster upkeep of one node: probing peers (ids, zones, liveness), gossiping the member
+//! table, remembering what it learned, and keeping bucket properties in step with the other
+//! nodes.
 //!
 //! None of it is on a request's path except a change of bucket properties, which asks
 //! every member whether the bucket holds data before it changes `n`.
@@ -14,7 +15,8 @@ use tokio::time::Instant;
 
 use super::{quorum_unavailable, unexpected, Coordinator, PropsUpdate, META_MEMBERS, META_PROPS};
 use crate::error::{CoordinatorError, Operation, ReplicaFailure};
-use crate::membership::KnownPeer;
+use crate::gossip::MemberRecord;
+use crate::membership::{Bootstrap, KnownPeer};
 use crate::message::{Request, Response};
 use crate::props::VersionedProps;
 use crate::quorum::BucketProps;
@@ -102,11 +104,11 @@ impl Coordinator {
             }
         }
         metrics::gauge!("quorumkv_nodes_down").set(self.membership.down_count() as f64);
+        learned |= self.gossip_round(probe_timeout).await;
+        // The version is 53 bits: exact in a gauge's f64.
+        metrics::gauge!("quorumkv_ring_version").set(self.membership.ring_version() as f64);
         if learned {
-            let peers = self.membership.known_peers();
-            if let Err(error) = self.save_meta(META_MEMBERS, &peers).await {
-                tracing::error!(%error, "cannot persist the member list");
-            }
+            self.persist_members().await;
         }
         let pulls = alive.into_iter().map(|addr| {
             let transport = Arc::clone(&self.transport);
@@ -122,6 +124,49 @@ impl Coordinator {
                     tracing::error!(%error, "cannot persist bucket properties");
                 }
             }
+        }
+    }
+
+    /// One push-pull gossip exchange with one peer: sends this node's member table, merges
+    /// the answer. Returns true when the table changed.
+    async fn gossip_round(self: &Arc<Self>, timeout: Duration) -> bool {
+        let Some(addr) = self.membership.gossip_target() else {
+            return false;
+        };
+        let request = Request::Gossip {
+            records: self.membership.records(),
+        };
+        match self.transport.call(&addr, &request, timeout).await {
+            Ok(Response::Gossip { records }) => self.membership.merge_records(records),
+            Ok(other) => {
+                tracing::debug!(%addr, ?other, "unexpected answer to gossip");
+                false
+            }
+            Err(error) => {
+                tracing::debug!(%addr, %error, "gossip failed");
+                false
+            }
+        }
+    }
+
+    /// Answers a peer's gossip: merges its records, answers with the merged table.
+    pub(super) async fn answer_gossip(self: &Arc<Self>, records: Vec<MemberRecord>) -> Response {
+        if self.membership.merge_records(records) {
+            self.persist_members().await;
+        }
+        Response::Gossip {
+            records: self.membership.records(),
+        }
+    }
+
+    /// Keeps the member table in the store, so that a restarted node places keys at once.
+    pub(super) async fn persist_members(self: &Arc<Self>) {
+        let stored = StoredTable {
+            format: MEMBER_TABLE_FORMAT,
+            records: self.membership.records(),
+        };
+        if let Err(error) = self.save_meta(META_MEMBERS, &stored).await {
+            tracing::error!(%error, "cannot persist the member table");
         }
     }
 
@@ -198,6 +243,55 @@ impl Coordinator {
     }
 }
 
+/// The format marker of the persisted member table.
+const MEMBER_TABLE_FORMAT: u8 = 2;
+
+/// The member table as persisted: `{"format": 2, "records": [...]}`.
+#[derive(serde::Serialize)]
+struct StoredTable {
+    format: u8,
+    records: Vec<MemberRecord>,
+}
+
+/// What the store holds under `members`: the member table, or the list of peers written
+/// before member tables existed (still read, so that an upgraded node keeps its cluster).
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+pub(super) enum StoredMembers {
+    Table {
+        format: u8,
+        records: Vec<MemberRecord>,
+    },
+    Peers(Vec<StoredPeer>),
+}
+
+impl StoredMembers {
+    /// What a node starts from, given what its store kept (if anything).
+    pub(super) fn bootstrap(stored: Option<Self>, seeds: &[String], joining: bool) -> Bootstrap {
+        let mut bootstrap = Bootstrap {
+            seeds: seeds.to_vec(),
+            joining,
+            ..Bootstrap::default()
+        };
+        match stored {
+            Some(Self::Table { format, records }) => {
+                if format != MEMBER_TABLE_FORMAT {
+                    tracing::warn!(
+                        format,
+                        "member table of an unknown format; reading it anyway"
+                    );
+                }
+                bootstrap.records = records;
+            }
+            Some(Self::Peers(peers)) => {
+                bootstrap.known = peers.into_iter().map(StoredPeer::into_known).collect();
+            }
+            None => {}
+        }
+        bootstrap
+    }
+}
+
 /// A persisted peer: `[id, addr, zone]`, or `[id, addr]` as written before zones existed.
 #[derive(serde::Deserialize)]
 #[serde(untagged)]
@@ -233,6 +327,24 @@ pub(super) fn load_meta<T: serde::de::DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_member_table_and_the_older_peer_list_are_both_read() {
+        let table: StoredMembers = serde_json::from_str(
+            r#"{"format":2,"records":[{"id":"n2","addr":"h:2","zone":null,"state":"joining","version":1,"transfers_done":null}]}"#,
+        )
+        .expect("table");
+        let bootstrap = StoredMembers::bootstrap(Some(table), &[], true);
+        assert_eq!(bootstrap.records.len(), 1);
+        assert_eq!(
+            bootstrap.records[0].state,
+            crate::gossip::MemberState::Joining
+        );
+        let old: StoredMembers = serde_json::from_str(r#"[["n2","h:2","z1"]]"#).expect("old");
+        let bootstrap = StoredMembers::bootstrap(Some(old), &["h:1".to_string()], false);
+        assert_eq!(bootstrap.known.len(), 1);
+        assert!(bootstrap.records.is_empty());
+    }
 
     #[test]
     fn persisted_peers_are_read_with_or_without_a_zone() {

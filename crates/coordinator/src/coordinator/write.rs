@@ -13,6 +13,12 @@
 //! 5. Every owner the write did not reach (down with no fallback, or a send that failed)
 //!    gets a hint kept by this node, so hinted handoff brings it up to date when it is
 //!    back. These sends and hints finish in the background after the answer.
+//!
+//! While the membership changes (and shortly after), the write is a *joint* one: the owners
+//! of the key in the other ring ([`crate::membership::Membership::joint_ring`]) receive it
+//! too, and it is acknowledged only once `w` owners of that ring have it as well (owners
+//! themselves, fallbacks do not count there); see docs/architecture.md, "Membership
+//! changes".
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,7 +31,18 @@ use tokio::time::Instant;
 use super::{quorum_unavailable, timed_out_failure, unexpected, Coordinator, Quorum};
 use crate::error::{CoordinatorError, Operation, ReplicaFailure};
 use crate::message::{Request, Response};
+use crate::placement::Placement;
 use crate::{BucketName, Key};
+
+/// The owners of a key in the joint ring, during a membership change.
+struct JointOwners {
+    /// All of them, in preference order.
+    owners: Vec<NodeId>,
+    /// Those that are not owners in the current ring (they get a `Merge` of their own).
+    extra: Vec<NodeId>,
+    /// Acknowledgements needed from `owners`.
+    required: usize,
+}
 
 impl Coordinator {
     #[allow(clippy::too_many_arguments)] // one call site per operation; a struct would only rename them
@@ -42,6 +59,7 @@ impl Coordinator {
     ) -> Result<VersionVector, CoordinatorError> {
         let handoff = self.options.hinted_handoff;
         let (placement, mut failures) = self.place_request(operation, bucket, key, n, quorum)?;
+        let joint = self.joint_owners(operation, bucket, key, n, quorum, &placement)?;
 
         // Mint at an up owner, this node first.
         let mut candidates = placement.up_primaries.clone();
@@ -137,20 +155,54 @@ impl Coordinator {
                     .map(|(o, f)| (f.clone(), o.clone())),
             )
             .collect();
+        let mut hint_owner = hint_owner;
+        let joint_required = joint.as_ref().map_or(0, |j| j.required);
+        if let Some(joint) = &joint {
+            for owner in &joint.extra {
+                if self.membership.is_up(owner) {
+                    sends.push((
+                        owner.clone(),
+                        Request::Merge {
+                            bucket: bucket_bytes.clone(),
+                            key: key_bytes.clone(),
+                            object: object.clone(),
+                        },
+                    ));
+                    hint_owner.insert(owner.clone(), owner.clone());
+                } else if handoff {
+                    self.keep_hint_in_background(owner.clone(), bucket, key, &object);
+                }
+            }
+        }
+        // A fallback's acknowledgement is a hint, not a copy an owner of the joint ring holds.
+        let is_fallback = |node: &NodeId| placement.fallbacks.iter().any(|(_, f)| f == node);
+        let in_joint = |node: &NodeId| {
+            joint.as_ref().is_some_and(|j| j.owners.contains(node)) && !is_fallback(node)
+        };
+        let joint_only = |node: &NodeId| joint.as_ref().is_some_and(|j| j.extra.contains(node));
         let total_sends = sends.len();
         let mut pending = self.fan_out(sends, deadline);
 
         let mut acks = 1;
         let mut primary_acks = 1;
+        let mut joint_acks = usize::from(in_joint(&minter));
         let mut done = 0;
-        while acks < quorum.required || primary_acks < quorum.primaries {
+        while acks < quorum.required
+            || primary_acks < quorum.primaries
+            || joint_acks < joint_required
+        {
             match tokio::time::timeout_at(deadline, pending.next()).await {
                 Ok(Some((node, result))) => {
                     done += 1;
                     let is_primary = primaries.contains(&node);
                     match result {
                         Ok(Response::Ack) => {
-                            acks += 1;
+                            if in_joint(&node) {
+                                joint_acks += 1;
+                            }
+                            if !joint_only(&node) {
+                                acks += 1;
+                            }
                             if is_primary {
                                 primary_acks += 1;
                             }
@@ -201,7 +253,58 @@ impl Coordinator {
                 failures,
             ));
         }
+        if joint_acks < joint_required {
+            return Err(quorum_unavailable(
+                operation,
+                joint_required,
+                joint_acks,
+                failures,
+            ));
+        }
         Ok(object.clock().clone())
+    }
+
+    /// The owners of the key in the joint ring, if a write must reach a quorum there too;
+    /// refuses at once when too few of them are up for it.
+    fn joint_owners(
+        &self,
+        operation: Operation,
+        bucket: &BucketName,
+        key: &Key,
+        n: usize,
+        quorum: Quorum,
+        placement: &Placement,
+    ) -> Result<Option<JointOwners>, CoordinatorError> {
+        let Some(ring) = self.membership.joint_ring(super::transfer::SETTLE) else {
+            return Ok(None);
+        };
+        let owners = ring.preference_list(bucket.as_bytes(), key.as_bytes(), n);
+        if owners == placement.primaries {
+            return Ok(None);
+        }
+        let required = quorum.required.min(owners.len());
+        let up = owners.iter().filter(|o| self.membership.is_up(o)).count();
+        if up < required {
+            let failures = owners
+                .iter()
+                .filter(|o| !self.membership.is_up(o))
+                .map(|node| ReplicaFailure {
+                    node: node.clone(),
+                    reason: "down (failure detector), owner in the joint ring".into(),
+                })
+                .collect();
+            return Err(quorum_unavailable(operation, required, 0, failures));
+        }
+        let extra = owners
+            .iter()
+            .filter(|o| !placement.primaries.contains(o))
+            .cloned()
+            .collect();
+        Ok(Some(JointOwners {
+            owners,
+            extra,
+            required,
+        }))
     }
 
     /// Keeps `object` as a hint for `owner` in this node's store, off the request path.

@@ -31,8 +31,12 @@
 //! root, xxh3-64 of the 256 segment hashes. XOR makes a write O(1): the segment hash
 //! drops the old leaf and takes the new one, `segment ^= leaf(old) ^ leaf(new)`, whatever
 //! order writes of different keys land in. A tree is updated under the key's lock, after
-//! its batch is written, from the digest the `aae` column family held before the write;
-//! so the trees are always the XOR of what that column family holds.
+//! its batch is written, from the digest of the record the write replaced: the write reads
+//! that record anyway, and the `aae` column family holds exactly its digest (both were
+//! written in one batch), so the trees are always the XOR of what that column family holds
+//! without reading it on the write path. Only [`Store::raw_put`], a test hook, writes a
+//! record without its digest; the write path refuses to write over the corrupt records it
+//! plants.
 //!
 //! # Start
 //! The trees are built at open from a scan of the `aae` column family. That family is
@@ -159,6 +163,16 @@ type PartitionTrees = BTreeMap<Vec<u8>, Tree>;
 struct Location {
     partition: u32,
     segment: u8,
+}
+
+/// A key's leaf to move once the batch holding its new record is written.
+pub(super) struct LeafMove<'k> {
+    at: Location,
+    bucket: &'k [u8],
+    key: &'k [u8],
+    /// The digest before the write (`None`: no record).
+    old: Option<u64>,
+    new: u64,
 }
 
 /// Every tree of the store, one lock per partition.
@@ -495,16 +509,18 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let data_key = data_key(bucket, key)?;
         let _guard = self.lock_key(&data_key);
+        let expected = encode_record(expected);
         let unchanged = self
             .db
             .get_pinned_cf(self.cf(CF_DATA)?, &data_key)?
-            .is_some_and(|record| &*record == encode_record(expected).as_slice());
+            .is_some_and(|record| *record == *expected);
         if !unchanged {
             return Ok(false);
         }
         let at = self.aae.locate(bucket, key);
         let aae_key = aae_key(at, bucket, key)?;
-        let old = self.stored_digest(&aae_key)?;
+        // The digest written with the record: the record is exactly `expected`.
+        let old = Some(record_digest(&expected));
         let mut batch = WriteBatch::default();
         batch.delete_cf(self.cf(CF_DATA)?, &data_key);
         batch.delete_cf(self.cf(CF_AAE)?, &aae_key);
@@ -513,34 +529,38 @@ impl Store {
         Ok(true)
     }
 
-    /// The write path's hook: writes `record` under `data_key` and its digest in one
-    /// batch, then moves the key's leaf in its tree. The caller holds the key's lock.
-    pub(super) fn write_record_locked(
+    /// The write path's hook: adds `record` under `data_key` and its digest to `batch`, and
+    /// returns the move of the key's leaf to make once the batch is written
+    /// ([`Store::move_leaf`]). `old` is the digest of the record being replaced (`None`:
+    /// none), which the `aae` column family holds too. The caller holds the key's lock
+    /// until the leaf moved.
+    pub(super) fn stage_record<'k>(
         &self,
+        batch: &mut WriteBatch,
+        (bucket, key): (&'k [u8], &'k [u8]),
         data_key: &[u8],
         record: &[u8],
-    ) -> Result<(), StoreError> {
-        let (bucket, key) = split_data_key(data_key)
-            .ok_or_else(|| StoreError::Db("a data key shorter than its bucket".into()))?;
+        old: Option<u64>,
+    ) -> Result<LeafMove<'k>, StoreError> {
         let at = self.aae.locate(bucket, key);
         let aae_key = aae_key(at, bucket, key)?;
-        let old = self.stored_digest(&aae_key)?;
         let new = record_digest(record);
-        let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_DATA)?, data_key, record);
         batch.put_cf(self.cf(CF_AAE)?, &aae_key, new.to_be_bytes());
-        self.db.write_opt(batch, &self.write_options)?;
-        self.aae.update(at, bucket, key, old, Some(new));
-        Ok(())
+        Ok(LeafMove {
+            at,
+            bucket,
+            key,
+            old,
+            new,
+        })
     }
 
-    /// The digest the `aae` column family holds under `aae_key`: what the key's tree
-    /// currently counts for it.
-    fn stored_digest(&self, aae_key: &[u8]) -> Result<Option<u64>, StoreError> {
-        Ok(self
-            .db
-            .get_pinned_cf(self.cf(CF_AAE)?, aae_key)?
-            .and_then(|value| parse_digest(&value)))
+    /// Moves a key's leaf in its tree, after the batch [`Store::stage_record`] filled was
+    /// written.
+    pub(super) fn move_leaf(&self, leaf: LeafMove<'_>) {
+        self.aae
+            .update(leaf.at, leaf.bucket, leaf.key, leaf.old, Some(leaf.new));
     }
 }
 
