@@ -188,6 +188,18 @@ fn wait_balanced(
     }
 }
 
+/// Writes keys `pre0`.. `pre{count-1}` (value = key) at w=3 through every node in turn;
+/// returns `count`.
+fn preload(cluster: &Cluster, count: usize) -> usize {
+    for k in 0..count {
+        let key = format!("pre{k}");
+        let node = k % cluster.nodes.len();
+        let put = cluster.put(node, "pre", key.as_bytes(), key.as_bytes(), "w=3", None);
+        assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    }
+    count
+}
+
 #[test]
 fn growing_from_three_to_five_nodes_under_load_loses_no_acknowledged_write() {
     use std::sync::atomic::AtomicBool;
@@ -198,12 +210,7 @@ fn growing_from_three_to_five_nodes_under_load_loses_no_acknowledged_write() {
 
     let mut cluster = Cluster::start(3);
     // Data that is there before the change, in every partition: it must all move.
-    let preloaded = 600;
-    for k in 0..preloaded {
-        let key = format!("pre{k}");
-        let put = cluster.put(k % 3, "pre", key.as_bytes(), key.as_bytes(), "w=3", None);
-        assert_eq!(put.status(), StatusCode::NO_CONTENT);
-    }
+    let preloaded = preload(&cluster, 600);
     let workload = Workload::strict(4, Duration::from_secs(30), 41);
     let recorder = Recorder::new();
     let urls: Vec<String> = (0..3).map(|i| cluster.url(i)).collect();
@@ -294,12 +301,7 @@ fn shrinking_with_leave_and_remove_under_load_loses_nothing_and_a_fresh_node_joi
     use quorumkv_tests::workload::{final_state, Workload};
 
     let mut cluster = Cluster::start(5);
-    let preloaded = 300;
-    for k in 0..preloaded {
-        let key = format!("pre{k}");
-        let put = cluster.put(k % 5, "pre", key.as_bytes(), key.as_bytes(), "w=3", None);
-        assert_eq!(put.status(), StatusCode::NO_CONTENT);
-    }
+    let preloaded = preload(&cluster, 300);
     let workload = Workload::strict(4, Duration::from_secs(40), 43);
     let recorder = Recorder::new();
     // The clients talk to the nodes that stay.
