@@ -1,5 +1,6 @@
 //! The ring snapshot: partition owners, preference lists and the fallback walk.
 
+use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
 use crate::assign::assign_owners;
@@ -19,10 +20,6 @@ pub struct Ring {
     owners: Vec<usize>,
     /// `log2` of the partition count: how many top bits of a key hash pick its partition.
     partition_bits: u32,
-    /// Members that own no partition, as indices into `members`. Empty unless there are more
-    /// members than partitions or the load cap squeezed a node out; the walk still has to
-    /// reach them.
-    unowned: Vec<usize>,
     /// The zone of each member, as a small integer (members without a zone share one);
     /// empty when there is at most one zone, so zone-blind rings take the short path.
     zones: Vec<usize>,
@@ -63,11 +60,6 @@ impl Ring {
         }
 
         let owners = assign_owners(&members, partitions);
-        let mut owns_any = vec![false; members.len()];
-        for &owner in &owners {
-            owns_any[owner] = true;
-        }
-        let unowned = (0..members.len()).filter(|&i| !owns_any[i]).collect();
         let mut names: Vec<&Option<String>> = zoned.iter().map(|(_, z)| z).collect();
         names.sort_unstable();
         names.dedup();
@@ -83,7 +75,6 @@ impl Ring {
             members,
             owners,
             partition_bits: partitions.trailing_zeros(),
-            unowned,
             zones,
         })
     }
@@ -130,9 +121,10 @@ impl Ring {
         &self.members[self.owners[self.slot(partition)]]
     }
 
-    /// Returns the preference list of a partition: the first `n` distinct nodes walking the
-    /// ring clockwise from it (its owner, then the owners of the next partitions, wrapping,
-    /// skipping nodes already chosen). Holds `min(n, members)` nodes.
+    /// Returns the preference list of a partition: its owner, then the other members by
+    /// their score for the partition, highest first, until `n` distinct nodes are chosen
+    /// (with zones, one node per zone first: see [`with_zones`](Self::with_zones)). Holds
+    /// `min(n, members)` nodes.
     ///
     /// # Panics
     ///
@@ -151,11 +143,10 @@ impl Ring {
 
     /// Returns every member exactly once, in the order a sloppy quorum tries them.
     ///
-    /// The walk is the clockwise walk of [`preference_list_for`](Self::preference_list_for),
-    /// so its first `n` entries are the preference list and the rest are the fallbacks, the
-    /// nearest first. Members that own no partition (only possible when the ring has about
-    /// as many members as partitions) come last, ordered by their score for this partition
-    /// so that different partitions fall back to different nodes.
+    /// The walk is the order of [`preference_list_for`](Self::preference_list_for) carried
+    /// through every member, so its first `n` entries are the preference list and the rest
+    /// are the fallbacks, best score first. Scores differ from partition to partition, so a
+    /// failed node's partitions fall back to many different nodes, not to one neighbour.
     ///
     /// # Panics
     ///
@@ -185,13 +176,13 @@ impl Ring {
     }
 
     /// Returns the first `limit` members (as indices) of the walk from `partition`: the
-    /// clockwise walk, reordered, when members have zones, so that one member of each zone
+    /// score walk, reordered, when members have zones, so that one member of each zone
     /// comes first (in walk order), then the others (in walk order).
     fn walk_indices(&self, partition: PartitionId, limit: usize) -> Vec<usize> {
         if self.zones.is_empty() {
-            return self.clockwise_indices(partition, limit);
+            return self.score_walk(partition, limit);
         }
-        let walk = self.clockwise_indices(partition, self.members.len());
+        let walk = self.score_walk(partition, self.members.len());
         let mut zone_taken = vec![false; self.zones.len()];
         let (mut first, mut rest) = (Vec::new(), Vec::new());
         for member in walk {
@@ -208,34 +199,38 @@ impl Ring {
         first
     }
 
-    /// Returns the first `limit` members (as indices) of the clockwise walk from `partition`.
-    fn clockwise_indices(&self, partition: PartitionId, limit: usize) -> Vec<usize> {
-        let start = self.slot(partition);
+    /// Returns the first `limit` members (as indices) of the score walk from `partition`:
+    /// its owner, then every other member by its score for the partition, highest first
+    /// (ties: the lower member index, i.e. the lower node id).
+    ///
+    /// Ranking the non-owners by score rather than walking the ring clockwise is what keeps
+    /// a membership change's movement near the minimum: a member enters a preference list
+    /// only by outscoring one already there, so a joining node takes its fair share of
+    /// replica slots and nobody else's list changes. A clockwise walk would also pull the
+    /// newcomer into the lists of the partitions just before each one it came to own.
+    fn score_walk(&self, partition: PartitionId, limit: usize) -> Vec<usize> {
+        let owner = self.owners[self.slot(partition)];
         let limit = limit.min(self.members.len());
-        let mut chosen = Vec::with_capacity(limit);
         if limit == 0 {
-            return chosen;
+            return Vec::new();
         }
-        let mut seen = vec![false; self.members.len()];
-        let mask = self.owners.len() - 1;
-        for step in 0..self.owners.len() {
-            let owner = self.owners[(start + step) & mask];
-            if !seen[owner] {
-                seen[owner] = true;
-                chosen.push(owner);
-                if chosen.len() == limit {
-                    return chosen;
-                }
-            }
-        }
-        // A full turn has reached every owning member; only the unowned ones are left.
-        let mut rest: Vec<(u64, usize)> = self
-            .unowned
-            .iter()
-            .map(|&i| (partition_score(partition.0, &self.members[i]), i))
+        let mut others: Vec<(Reverse<u64>, usize)> = (0..self.members.len())
+            .filter(|&i| i != owner)
+            .map(|i| (Reverse(partition_score(partition.0, &self.members[i])), i))
             .collect();
-        rest.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-        chosen.extend(rest.into_iter().map(|(_, i)| i).take(limit - chosen.len()));
+        let wanted = limit - 1;
+        if wanted < others.len() {
+            // Only the best `wanted` need ordering; the walk is asked for a preference
+            // list (a few members) far more often than for every member.
+            if wanted > 0 {
+                others.select_nth_unstable(wanted - 1);
+            }
+            others.truncate(wanted);
+        }
+        others.sort_unstable();
+        let mut chosen = Vec::with_capacity(limit);
+        chosen.push(owner);
+        chosen.extend(others.into_iter().map(|(_, i)| i));
         chosen
     }
 }
@@ -333,19 +328,23 @@ mod tests {
     }
 
     #[test]
-    fn preference_list_follows_the_owners_clockwise() {
+    fn preference_list_is_the_owner_then_the_others_by_score() {
         let ring = ring(&["a", "b", "c", "d", "e"], 256);
-        let last = PartitionId(255);
-        // Built by hand: owners of 255, 0, 1, ... (wrapping), first appearance kept.
-        let mut expected: Vec<NodeId> = Vec::new();
-        for p in std::iter::once(255).chain(0..255) {
-            let owner = ring.owner(PartitionId(p));
-            if !expected.contains(owner) {
-                expected.push(owner.clone());
-            }
+        for partition in ring.partitions() {
+            let owner = ring.owner(partition).clone();
+            // Built by hand: every other member, best score first.
+            let mut others: Vec<NodeId> = ring
+                .members()
+                .iter()
+                .filter(|&m| *m != owner)
+                .cloned()
+                .collect();
+            others.sort_by_key(|m| std::cmp::Reverse(partition_score(partition.0, m)));
+            let mut expected = vec![owner];
+            expected.extend(others);
+            assert_eq!(ring.walk(partition), expected);
+            assert_eq!(ring.preference_list_for(partition, 3), expected[..3]);
         }
-        assert_eq!(ring.preference_list_for(last, 3), expected[..3]);
-        assert_eq!(ring.walk(last), expected);
     }
 
     #[test]

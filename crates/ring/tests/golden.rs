@@ -71,6 +71,6 @@ fn default_sized_ring_owners_are_pinned() {
     assert_eq!(ring.partition_for(b"users", b"alice"), PartitionId(8));
     assert_eq!(
         ring.preference_list(b"users", b"alice", 3),
-        ["n5", "n1", "n4"].map(NodeId::from)
+        ["n5", "n1", "n2"].map(NodeId::from)
     );
 }
