@@ -65,7 +65,7 @@ fix: ## rewrite what the linters can fix
 doc: deps ## build the API documentation
 	$(CARGO) doc $(PROFILE) --workspace --no-deps
 
-.PHONY: bench bench-quick bench-deps microbench
+.PHONY: bench bench-quick bench-deps bench-transfer microbench
 
 bench-deps: ## install what the benchmarks compare against (etcd)
 	@scripts/install-bench-deps.sh
@@ -77,6 +77,10 @@ bench: deps bench-deps ## quorumkv vs etcd vs a bare HTTP server, 3 runs each (~
 bench-quick: deps bench-deps ## the same matrix, 1 short run each, no value-size rows (under 3 min)
 	$(CARGO) build $(PROFILE) --bins
 	@scripts/bench.sh quick
+
+bench-transfer: deps ## how fast a join and a leave move data (200k keys of 1 KiB; ~3 min)
+	$(CARGO) build $(PROFILE) --bins
+	@scripts/bench-transfer.sh
 
 # `cargo bench` builds with the bench profile, which inherits release and reuses its
 # artifacts (RocksDB included).

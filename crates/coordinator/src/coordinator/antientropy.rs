@@ -49,6 +49,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use futures::stream::{self, StreamExt};
 use quorumkv_replica::{Store, StoreError};
 use quorumkv_ring::{NodeId, PartitionId, Ring};
 use tokio::time::Instant;
@@ -115,6 +116,9 @@ struct Cursor {
     /// Per partition, the index (into its peer list) of the next peer to exchange with.
     next_peer: HashMap<u32, usize>,
 }
+
+/// Key repairs one exchange keeps in flight.
+const REPAIRS_IN_FLIGHT: usize = 16;
 
 /// What is left of a round's allowance.
 pub(super) struct Budget {
@@ -300,12 +304,23 @@ impl Coordinator {
                 Ok(keys) => keys,
                 Err(error) => return failed(stats, addr, "local keys", Err(error)),
             };
-            for key in differing_keys(local, remote) {
-                if budget.spent() {
-                    return Ended::OutOfBudget;
-                }
-                budget.keys_left -= 1;
-                match self.repair_key(addr, bucket, &key, stats).await {
+            let mut keys = differing_keys(local, remote);
+            let over_budget = keys.len() > budget.keys_left;
+            keys.truncate(budget.keys_left);
+            budget.keys_left -= keys.len();
+            // A few repairs in flight at once: each is a round trip to the peer and a
+            // merge on a blocking thread, so one at a time leaves both sides idle most of
+            // the time (a transfer then moved about 3.4k keys/s).
+            let mut repairs = stream::iter(keys.into_iter().map(|key| async move {
+                let mut delta = AntiEntropyStats::default();
+                let result = self.repair_key(addr, bucket, &key, &mut delta).await;
+                (key, result, delta)
+            }))
+            .buffer_unordered(REPAIRS_IN_FLIGHT);
+            while let Some((key, result, delta)) = repairs.next().await {
+                stats.bytes_sent += delta.bytes_sent;
+                stats.bytes_received += delta.bytes_received;
+                match result {
                     Ok(()) => stats.keys_exchanged += 1,
                     Err(reason) => {
                         stats.errors += 1;
@@ -316,6 +331,12 @@ impl Coordinator {
                         );
                     }
                 }
+                if Instant::now() >= budget.deadline {
+                    return Ended::OutOfBudget;
+                }
+            }
+            if over_budget {
+                return Ended::OutOfBudget;
             }
         }
         Ended::Done
