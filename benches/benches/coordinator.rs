@@ -116,7 +116,7 @@ async fn cluster(framed: bool) -> Cluster {
         node.tick(Duration::from_secs(1)).await;
     }
     assert!(
-        nodes.iter().all(|n| n.cluster_view().ready),
+        nodes.iter().all(|n| n.cluster_view().ring_formed),
         "the ring did not form"
     );
     let upkeep = nodes

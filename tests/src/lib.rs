@@ -9,7 +9,8 @@
 //!
 //! [`raw`] speaks HTTP over bare sockets, for the requests no HTTP client would send.
 //! [`history`] records what clients saw and checks it; [`workload`] drives the clients
-//! and the faults of the fault suite.
+//! and the faults of the fault suite. [`kubelet`] starts the pods of the Kubernetes
+//! StatefulSet as the kubelet would.
 //!
 //! Every cluster shares a cluster secret, as a real one must: the test's own if its flags
 //! name a `--cluster-secret-file`, else one the harness makes. The harness's client sends
@@ -18,6 +19,7 @@
 
 pub mod history;
 pub mod hosts;
+pub mod kubelet;
 pub mod netns;
 pub mod raw;
 pub mod workload;

@@ -76,7 +76,22 @@ fn a_node_with_seeds_of_a_running_cluster_joins_and_every_node_agrees_on_the_rin
     for id in ["node1", "node2", "node3"] {
         assert_eq!(state_of(&members, id), "active");
     }
-    // The joiner coordinates requests on the current ring from the start.
+    // Not ready while joining: transfers start only after a settling delay (5 s from
+    // when the joiner saw the change, longer than convergence took here), so it has not
+    // received its partitions yet and says so.
+    let probe = cluster
+        .http()
+        .get(format!("{}/v1/ready", cluster.url(joiner)))
+        .send()
+        .unwrap();
+    assert_eq!(probe.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let reason: Value = probe.json().unwrap();
+    assert_eq!(reason["error"], "not_ready");
+    assert!(
+        reason["message"].as_str().unwrap().starts_with("joining"),
+        "{reason}"
+    );
+    // Ready once its partitions are in, still before the commit makes it active.
     cluster.wait_ready(joiner).unwrap();
     assert_eq!(
         cluster.put(joiner, "b", b"k", b"v", "w=3", None).status(),
@@ -84,11 +99,18 @@ fn a_node_with_seeds_of_a_running_cluster_joins_and_every_node_agrees_on_the_rin
     );
     assert_eq!(cluster.get(0, "b", b"k", "r=3").status(), StatusCode::OK);
 
-    // The table is kept: a restarted joiner is ready at once with the same view.
+    // Every node having its partitions, the change commits: a new ring version, with
+    // the joiner active.
+    wait_balanced(&cluster, &[0, 1, 2, joiner], 4, Duration::from_secs(60));
+    let (committed, members) = wait_converged(&cluster, &[0, 1, 2, joiner], 4);
+    assert_ne!(committed, joined);
+    assert_eq!(state_of(&members, "node4"), "active");
+
+    // The table is kept: a restarted node is ready at once with the same view.
     assert!(cluster.terminate(joiner).success());
     cluster.restart(joiner);
     let (again, _) = wait_converged(&cluster, &[0, 1, 2, joiner], 4);
-    assert_eq!(again, joined);
+    assert_eq!(again, committed);
 }
 
 /// Partitions of the ring (the server's default).
@@ -188,6 +210,41 @@ fn wait_balanced(
     }
 }
 
+/// Runs `quorumkv cluster status --watch` against node `i` once it reports transfers,
+/// in a thread that returns the CLI's output when it exits (it does once the cluster is
+/// balanced, or after its 120 s timeout).
+fn follow_with_cli(cluster: &Cluster, i: usize) -> std::thread::JoinHandle<std::process::Output> {
+    let started = Instant::now();
+    while cluster
+        .cluster_view(i)
+        .ok()
+        .and_then(|v| v["transfers_total"].as_u64())
+        .unwrap_or(0)
+        == 0
+    {
+        assert!(
+            started.elapsed() < CONVERGENCE,
+            "node {i} never saw the change"
+        );
+        sleep(Duration::from_millis(50));
+    }
+    let url = cluster.url(i);
+    std::thread::spawn(move || {
+        std::process::Command::new(quorumkv_tests::binary())
+            .args([
+                "cluster",
+                "status",
+                "--watch",
+                "--timeout",
+                "120",
+                "--endpoint",
+            ])
+            .arg(url)
+            .output()
+            .unwrap()
+    })
+}
+
 /// Writes keys `pre0`.. `pre{count-1}` (value = key) at w=3 through every node in turn;
 /// returns `count`.
 fn preload(cluster: &Cluster, count: usize) -> usize {
@@ -220,8 +277,34 @@ fn growing_from_three_to_five_nodes_under_load_loses_no_acknowledged_write() {
     sleep(Duration::from_secs(3));
     let fourth = cluster.join(&[0, 1, 2], &[]);
     let fifth = cluster.join(&[0, 1, 2], &[]);
+    // The CLI follows the transfers from the moment node1 knows of them (they wait 5 s
+    // to settle first, so it sees them from the start) until the cluster is balanced.
+    let follower = follow_with_cli(&cluster, 0);
     let bound = Duration::from_secs(90);
     let (took, most_pending) = wait_balanced(&cluster, &[0, 1, 2, fourth, fifth], 5, bound);
+    let followed = follower.join().unwrap();
+    assert!(followed.status.success(), "{followed:?}");
+    let lines = String::from_utf8(followed.stdout).unwrap();
+    let progress: Vec<(u64, u64)> = lines
+        .lines()
+        .filter_map(|l| l.strip_prefix("transfers: "))
+        .filter_map(|l| {
+            let (done, rest) = l.split_once('/')?;
+            let (total, _) = rest.split_once(' ')?;
+            Some((done.parse().ok()?, total.parse().ok()?))
+        })
+        .collect();
+    assert!(
+        progress.first().is_some_and(|&(done, total)| done < total),
+        "the CLI saw transfers to do: {lines}"
+    );
+    assert!(
+        progress
+            .windows(2)
+            .all(|w| w[0].1 != w[1].1 || w[0].0 <= w[1].0),
+        "progress never goes back within one change: {lines}"
+    );
+    assert!(lines.contains("balanced: no transfers pending"), "{lines}");
     let operations: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
 
     let (registers, sets) = final_state(
@@ -261,11 +344,11 @@ fn growing_from_three_to_five_nodes_under_load_loses_no_acknowledged_write() {
     assert!(verdict.valid(), "{verdict:?}");
     assert_eq!(verdict.lost_count(), 0);
     assert!(verdict.acknowledged_writes >= 50, "{}", verdict.summary());
-    // The ring's bounded-load rendezvous placement moves about 13.5% more slots than the
-    // minimum for 3 -> 5 (primary owners alike), over the 10% the issue asks for: a
-    // property of `quorumkv-ring`, pinned here so that a change of placement shows.
+    // Within 10% of the minimum, as promised for this change (41.9% of the slots
+    // against 40% with these node ids): a property of `quorumkv-ring`, pinned here so
+    // that a change of placement shows.
     assert!(
-        moved / theoretical <= 1.15,
+        moved / theoretical <= 1.10,
         "moved {moved}, minimum {theoretical}"
     );
     // Every key written before the change is on its new owners: a strict read through
@@ -319,9 +402,13 @@ fn shrinking_with_leave_and_remove_under_load_loses_nothing_and_a_fresh_node_joi
     assert!(exit.success(), "the leaving node exits 0: {exit:?}");
     let bound = Duration::from_secs(60);
     let (took, _) = wait_balanced(&cluster, &[0, 1, 2, 3], 4, bound);
+    // A leave's minimum is what the leaving node held; the ring moves nothing else.
+    let moved = slots_moved(5, 4, 3);
     println!(
-        "shrink 5 -> 4: node5 exited after {:.1?}, balanced {took:.1?} later",
-        started.elapsed() - took
+        "shrink 5 -> 4: node5 exited after {:.1?}, balanced {took:.1?} later; slots moved \
+         {:.1}% (node5's share; fair share 20%)",
+        started.elapsed() - took,
+        100.0 * moved
     );
 
     // 4 -> 3: node4 dies for good and is removed; its partitions come from the survivors.

@@ -202,7 +202,10 @@ pub struct ClusterView {
     /// Partitions in the ring.
     pub partitions: u32,
     /// Whether the ring is formed (every seed's id known).
-    pub ready: bool,
+    pub ring_formed: bool,
+    /// Why the node should not take client traffic yet (`GET /v1/ready` answers 503 with
+    /// it), or `None` when it should; see [`Coordinator::unready_reason`].
+    pub unready: Option<String>,
     /// The hash of the member table's ids, states and zones: equal on every node once
     /// gossip has converged.
     pub ring_version: u64,
@@ -323,7 +326,8 @@ impl Coordinator {
             node: self.node.clone(),
             members: self.membership.members(),
             partitions: self.membership.partitions(),
-            ready: self.membership.ring().is_some(),
+            ring_formed: self.membership.ring().is_some(),
+            unready: self.unready_reason(),
             ring_version: self.membership.ring_version(),
         }
     }

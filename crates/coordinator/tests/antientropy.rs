@@ -108,7 +108,7 @@ impl Cluster {
         }
         cluster.probe().await;
         for node in &cluster.nodes {
-            assert!(node.cluster_view().ready, "the ring formed");
+            assert!(node.cluster_view().ring_formed, "the ring formed");
         }
         cluster
     }

@@ -65,8 +65,10 @@ pub async fn health(State(state): State<AppState>, uri: Uri) -> Result<Response,
 /// `GET /v1/cluster`: each member with its liveness, its `state` and `ownership`, the
 /// number of partitions it owns as primary owner in the current ring (0 for every member
 /// while the ring is not formed), plus `next_ownership` while a membership change is under
-/// way; the `ring_version`, equal on every node once gossip has converged; and
-/// `pending_transfers`, the (partition, new owner) pairs not yet moved (0 when balanced).
+/// way; the `ring_version`, equal on every node once gossip has converged;
+/// `pending_transfers`, the (partition, new owner) pairs not yet moved (0 when balanced),
+/// out of `transfers_total` in the change under way; `ring_formed`; and `ready`, what
+/// `GET /v1/ready` answers.
 pub async fn cluster(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
     parse_query(uri.query(), &[])?;
     let view = state.coordinator.cluster_view();
@@ -103,9 +105,11 @@ pub async fn cluster(State(state): State<AppState>, uri: Uri) -> Result<Response
         "node": view.node,
         "members": members,
         "partitions": view.partitions,
-        "ready": view.ready,
+        "ready": view.unready.is_none(),
+        "ring_formed": view.ring_formed,
         "ring_version": view.ring_version,
         "pending_transfers": state.coordinator.pending_transfers(),
+        "transfers_total": state.coordinator.transfers_total(),
     }))
     .into_response())
 }

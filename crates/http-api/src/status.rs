@@ -23,10 +23,11 @@
 //! # Readiness
 //!
 //! `GET /v1/ready` answers 200 once the node has formed its ring (it knows the id of every
-//! seed), and 503 `not_ready` before, naming the seeds it still waits for. It is what a
-//! load balancer or an orchestrator's readiness probe should ask; `GET /v1/health` only
-//! says the process answers. Once membership can change, readiness will also wait until
-//! the node has received the partitions it is to own.
+//! seed) and, while it is joining, once it has received every partition it gains; 503
+//! `not_ready` otherwise, with the reason: the seeds it still waits for, how many of its
+//! partitions it has received, or that it is leaving. It is what a load balancer or an
+//! orchestrator's readiness probe should ask; `GET /v1/health` only says the process
+//! answers.
 
 use axum::extract::State;
 use axum::http::{header, StatusCode, Uri};
@@ -69,27 +70,18 @@ pub async fn page() -> Response {
         .into_response()
 }
 
-/// `GET /v1/ready`: 200 once the ring is formed, 503 `not_ready` before.
+/// `GET /v1/ready`: 200 when the node should take client traffic, 503 `not_ready` with
+/// the reason before (see the module docs).
 pub async fn ready(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
     parse_query(uri.query(), &[])?;
-    // The coordinator's own notion of ready, so that the probe follows it when readiness
-    // comes to wait for more than the ring.
-    if state.coordinator.cluster_view().ready {
-        return Ok(
+    match state.coordinator.unready_reason() {
+        None => Ok(
             Json(json!({ "status": "ready", "node": state.coordinator.node() })).into_response(),
-        );
-    }
-    let waiting = state.coordinator.membership().unknown_seeds();
-    Err(ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "not_ready",
-        format!(
-            "the ring is not formed yet: waiting for the id of {}",
-            if waiting.is_empty() {
-                "the seeds".to_string()
-            } else {
-                waiting.join(", ")
-            }
         ),
-    ))
+        Some(reason) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            reason,
+        )),
+    }
 }

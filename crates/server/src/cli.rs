@@ -269,8 +269,20 @@ pub struct ClusterArgs {
 /// `quorumkv cluster ...`.
 #[derive(Debug, Subcommand)]
 pub enum ClusterCommand {
-    /// Members and their status as one node sees them.
+    /// Members and their status as one node sees them. While partitions move, and the
+    /// output is a terminal, it then follows the transfers with a live progress bar until
+    /// the cluster is balanced (Ctrl-C stops following; nothing else is affected).
     Status {
+        /// Follow the transfers until the cluster is balanced even when the output is not
+        /// a terminal (a line per change), then exit 0; exit 1 if --timeout passes first.
+        #[arg(long)]
+        watch: bool,
+        /// Print the status once and return, even on a terminal while partitions move.
+        #[arg(long, conflicts_with = "watch")]
+        once: bool,
+        /// How long to follow the transfers at most, in seconds.
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+        timeout: u64,
         #[command(flatten)]
         #[allow(missing_docs)] // documented by its fields
         endpoint: Endpoint,
@@ -280,5 +292,47 @@ pub enum ClusterCommand {
         #[command(flatten)]
         #[allow(missing_docs)] // documented by its fields
         endpoint: Endpoint,
+        #[command(flatten)]
+        #[allow(missing_docs)] // documented by its fields
+        options: LeaveOptions,
     },
+}
+
+/// How `quorumkv cluster leave` waits, and when it leaves at all: what a Kubernetes
+/// preStop hook needs.
+#[derive(Debug, Args)]
+pub struct LeaveOptions {
+    /// Return only once the node has handed off its partitions and exited (it no longer
+    /// answers), printing progress; fail after --wait-timeout.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits for the node to exit, in seconds.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub wait_timeout: u64,
+    /// File of bearer tokens, one per line (the node's --auth-token-file): the first is
+    /// sent when --token is not given.
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Leave only if this pod is being scaled away: its ordinal is at least its
+    /// StatefulSet's spec.replicas, asked of the Kubernetes API. Otherwise (a restart, an
+    /// upgrade) exit 0 at once; if the API cannot be asked, fail without leaving. Implies
+    /// --wait.
+    #[arg(long)]
+    pub if_scaled_down: bool,
+    /// This pod's name, `<statefulset>-<ordinal>`; defaults to $POD_NAME, then the
+    /// hostname.
+    #[arg(long)]
+    pub pod_name: Option<String>,
+    /// Base URL of the Kubernetes API; defaults to
+    /// https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT (an http:// URL needs no
+    /// CA).
+    #[arg(long, env = "QUORUMKV_KUBE_API")]
+    pub kube_api: Option<String>,
+    /// Directory of the pod's service account credentials (namespace, token, ca.crt).
+    #[arg(
+        long,
+        env = "QUORUMKV_KUBE_SERVICEACCOUNT_DIR",
+        default_value = crate::kube::DEFAULT_SERVICEACCOUNT_DIR
+    )]
+    pub kube_serviceaccount_dir: PathBuf,
 }

@@ -12,6 +12,7 @@
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use base64::engine::general_purpose::STANDARD;
@@ -21,7 +22,9 @@ use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::cli::{ClusterArgs, ClusterCommand, DeleteArgs, Endpoint, GetArgs, PutArgs};
+use crate::cli::{
+    ClusterArgs, ClusterCommand, DeleteArgs, Endpoint, GetArgs, LeaveOptions, PutArgs,
+};
 
 const CONTEXT_HEADER: &str = "x-causal-context";
 
@@ -63,36 +66,142 @@ pub fn delete(args: &DeleteArgs) -> anyhow::Result<()> {
 }
 
 /// `quorumkv cluster status`: members, their status and share of the ring, hints and
-/// transfers pending.
+/// transfers pending; then, while partitions move, the transfers as they go.
 pub fn cluster(args: &ClusterArgs) -> anyhow::Result<()> {
-    let endpoint = match &args.command {
-        ClusterCommand::Status { endpoint } => endpoint,
-        ClusterCommand::Leave { endpoint } => return leave(endpoint),
+    let (endpoint, follow) = match &args.command {
+        ClusterCommand::Status {
+            endpoint,
+            watch,
+            once,
+            timeout,
+        } => (
+            endpoint,
+            Follow {
+                watch: *watch,
+                once: *once,
+                timeout: Duration::from_secs(*timeout),
+            },
+        ),
+        ClusterCommand::Leave { endpoint, options } => return leave(endpoint, options),
     };
     let base = endpoint.endpoint.trim_end_matches('/');
     let http = client(endpoint)?;
-    let response = send(http.get(format!("{base}/v1/cluster")), endpoint, Vec::new())?;
-    if response.status() != StatusCode::OK {
-        return fail(response);
-    }
-    let view: Value = response.json().context("cannot read the cluster view")?;
+    let view = cluster_view(&http, base, endpoint)?;
     if Output::from_flag(endpoint.json) == Output::Json {
         println!("{}", serde_json::to_string_pretty(&view)?);
+    } else {
+        // The metrics add what the cluster view does not hold; without them the table
+        // stands.
+        let metrics = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .ok()
+            .filter(|r| r.status() == StatusCode::OK)
+            .and_then(|r| r.text().ok());
+        print!("{}", render_cluster(&view, metrics.as_deref()));
+    }
+    follow_transfers(&http, base, endpoint, &view, &follow)
+}
+
+/// How `cluster status` follows a membership change.
+struct Follow {
+    /// Follow even when standard error is not a terminal.
+    watch: bool,
+    /// Never follow.
+    once: bool,
+    /// Give up after this long.
+    timeout: Duration,
+}
+
+/// `GET /v1/cluster`, as JSON.
+fn cluster_view(http: &Client, base: &str, endpoint: &Endpoint) -> anyhow::Result<Value> {
+    let response = send(http.get(format!("{base}/v1/cluster")), endpoint, Vec::new())?;
+    if response.status() != StatusCode::OK {
+        return fail(response).map(|()| Value::Null);
+    }
+    response.json().context("cannot read the cluster view")
+}
+
+/// The (partition, new owner) pairs of the change under way, and those not yet moved.
+fn transfer_counts(view: &Value) -> (u64, u64) {
+    let total = view["transfers_total"].as_u64().unwrap_or(0);
+    let pending = view["pending_transfers"].as_u64().unwrap_or(0);
+    (total.max(pending), pending)
+}
+
+/// Follows the transfers of a membership change until the cluster is balanced: a live
+/// progress bar on a terminal, a line per change otherwise (with `--watch`). Returns at
+/// once when nothing moves, unless `--watch` asked to wait for a change to end.
+fn follow_transfers(
+    http: &Client,
+    base: &str,
+    endpoint: &Endpoint,
+    first: &Value,
+    follow: &Follow,
+) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+
+    let terminal = std::io::stderr().is_terminal() && !endpoint.json;
+    let (mut total, mut pending) = transfer_counts(first);
+    if follow.once || (!follow.watch && (!terminal || pending == 0)) {
         return Ok(());
     }
-    // The metrics add what the cluster view does not hold; without them the table stands.
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .ok()
-        .filter(|r| r.status() == StatusCode::OK)
-        .and_then(|r| r.text().ok());
-    print!("{}", render_cluster(&view, metrics.as_deref()));
-    Ok(())
+    let started = Instant::now();
+    let bar = if terminal {
+        indicatif::ProgressBar::new(total)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} transfers [{bar:32}] {pos}/{len} done  {msg}",
+        )
+        .context("progress bar template")?
+        .progress_chars("█▌ "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let mut last = None;
+    let mut view = first.clone();
+    loop {
+        if pending == 0 && total == 0 {
+            bar.finish_and_clear();
+            let version = view["ring_version"].as_u64().unwrap_or(0);
+            println!(
+                "balanced: no transfers pending, ring version {version} ({:.1?})",
+                started.elapsed()
+            );
+            return Ok(());
+        }
+        let done = total - pending;
+        bar.set_length(total);
+        bar.set_position(done);
+        let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
+        bar.set_message(format!("{pending} pending, {rate:.1}/s"));
+        if !terminal && last != Some((total, pending)) {
+            println!("transfers: {done}/{total} done, {pending} pending");
+            last = Some((total, pending));
+        }
+        if started.elapsed() >= follow.timeout {
+            bar.abandon();
+            bail!(
+                "transfers still pending after {:?}: {pending} of {total}",
+                follow.timeout
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        view = cluster_view(http, base, endpoint)?;
+        (total, pending) = transfer_counts(&view);
+    }
 }
 
 /// `quorumkv cluster leave`: asks the node to leave; it exits once its partitions moved.
-fn leave(endpoint: &Endpoint) -> anyhow::Result<()> {
+/// With `--wait`, returns only once the node no longer answers; with `--if-scaled-down`,
+/// first asks Kubernetes whether this pod is going away for good (see [`crate::kube`]).
+fn leave(endpoint: &Endpoint, options: &LeaveOptions) -> anyhow::Result<()> {
+    if options.if_scaled_down && !scaled_down(options)? {
+        return Ok(());
+    }
+    let endpoint = &with_token_file(endpoint, options)?;
     let base = endpoint.endpoint.trim_end_matches('/');
     let http = client(endpoint)?;
     let response = http
@@ -103,16 +212,139 @@ fn leave(endpoint: &Endpoint) -> anyhow::Result<()> {
         return fail(response);
     }
     let answer: Value = response.json().context("cannot read the answer")?;
+    let node = answer["node"].as_str().unwrap_or("?").to_string();
     if Output::from_flag(endpoint.json) == Output::Json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
     } else {
         println!(
-            "{} is {}: it hands its partitions over, then exits",
-            answer["node"].as_str().unwrap_or("?"),
+            "{node} is {}: it hands its partitions over, then exits",
             answer["state"].as_str().unwrap_or("?")
         );
     }
+    // A preStop hook must not return before the hand-off is done: Kubernetes stops the
+    // node as soon as it does.
+    if options.wait || options.if_scaled_down {
+        wait_until_gone(
+            &http,
+            base,
+            &node,
+            Duration::from_secs(options.wait_timeout),
+        )?;
+    }
     Ok(())
+}
+
+/// Whether this pod is being scaled away, asked of the Kubernetes API; prints why it stays
+/// when it does. An error means the API could not be asked: the caller must not leave.
+fn scaled_down(options: &LeaveOptions) -> anyhow::Result<bool> {
+    use crate::kube::{decide, ApiAccess, Decision, PodIdentity};
+    let pod = PodIdentity::parse(&crate::kube::pod_name(options.pod_name.as_deref())?)?;
+    let replicas = ApiAccess::new(
+        options.kube_api.as_deref(),
+        &options.kube_serviceaccount_dir,
+    )
+    .and_then(|api| api.replicas(&pod.statefulset))
+    .with_context(|| {
+        format!(
+            "cannot tell whether {} is scaled down, so it does not leave (a plain restart)",
+            pod.pod
+        )
+    })?;
+    match decide(pod.ordinal, replicas) {
+        Decision::Leave => {
+            println!(
+                "{} goes away (ordinal {} >= replicas {replicas}): leaving",
+                pod.pod, pod.ordinal
+            );
+            Ok(true)
+        }
+        Decision::Stay => {
+            println!(
+                "{} stays (ordinal {} < replicas {replicas}): not leaving",
+                pod.pod, pod.ordinal
+            );
+            Ok(false)
+        }
+    }
+}
+
+/// The endpoint with the first token of `--token-file` when `--token` is not given.
+fn with_token_file(endpoint: &Endpoint, options: &LeaveOptions) -> anyhow::Result<Endpoint> {
+    let token = match (&endpoint.token, &options.token_file) {
+        (Some(token), _) => Some(token.clone()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--token-file {}: cannot read it", path.display()))?;
+            let first = text.lines().map(str::trim).find(|l| !l.is_empty());
+            Some(
+                first
+                    .with_context(|| format!("--token-file {}: no token in it", path.display()))?
+                    .to_string(),
+            )
+        }
+        (None, None) => None,
+    };
+    Ok(Endpoint {
+        endpoint: endpoint.endpoint.clone(),
+        timeout_ms: endpoint.timeout_ms,
+        json: endpoint.json,
+        token,
+        tls_ca: endpoint.tls_ca.clone(),
+    })
+}
+
+/// Polls the node until it refuses connections (its process has exited), printing its
+/// pending transfers as they change; fails after `timeout`.
+fn wait_until_gone(http: &Client, base: &str, node: &str, timeout: Duration) -> anyhow::Result<()> {
+    const POLL: Duration = Duration::from_millis(500);
+    /// A progress line at least this often, even when nothing changed.
+    const HEARTBEAT: Duration = Duration::from_secs(30);
+    let started = Instant::now();
+    let mut last: Option<(Option<u64>, Instant)> = None;
+    loop {
+        match http
+            .get(format!("{base}/v1/health"))
+            .timeout(POLL * 4)
+            .send()
+        {
+            Err(error) if error.is_connect() => {
+                println!(
+                    "{node} has left and exited after {}s",
+                    started.elapsed().as_secs()
+                );
+                return Ok(());
+            }
+            // Answering, or too busy to answer in time: still there.
+            _ => {
+                let pending = http
+                    .get(format!("{base}/v1/cluster"))
+                    .timeout(POLL * 4)
+                    .send()
+                    .ok()
+                    .filter(|r| r.status() == StatusCode::OK)
+                    .and_then(|r| r.json::<Value>().ok())
+                    .and_then(|view| view["pending_transfers"].as_u64());
+                let due =
+                    last.is_none_or(|(shown, at)| shown != pending || at.elapsed() >= HEARTBEAT);
+                if due {
+                    println!(
+                        "{node} is leaving: {} transfers pending ({}s)",
+                        pending.map_or_else(|| "?".to_string(), |p| p.to_string()),
+                        started.elapsed().as_secs()
+                    );
+                    last = Some((pending, Instant::now()));
+                }
+            }
+        }
+        if started.elapsed() >= timeout {
+            bail!(
+                "{node} still answers after {}s: its hand-off is not done (quorumkv cluster \
+                 status shows what is pending); raise --wait-timeout to wait longer",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(POLL);
+    }
 }
 
 fn get_as(args: &GetArgs, output: Output) -> anyhow::Result<()> {
@@ -260,7 +492,8 @@ fn render_siblings(values: &[(String, Vec<u8>)]) -> String {
 }
 
 /// The cluster view as people read it: a summary line, a table of the members with a bar
-/// of their share of the partitions, and what this node holds for others.
+/// of their share of the partitions (and, during a membership change, their share once it
+/// is done), the transfers of that change, and what this node holds for others.
 fn render_cluster(view: &Value, metrics: Option<&str>) -> String {
     let members = view["members"]
         .as_array()
@@ -268,6 +501,9 @@ fn render_cluster(view: &Value, metrics: Option<&str>) -> String {
         .unwrap_or_default();
     let partitions = view["partitions"].as_u64().unwrap_or(0);
     let ready = view["ready"].as_bool().unwrap_or(false);
+    // Older nodes report only `ready`, which then meant the ring is formed.
+    let formed = view["ring_formed"].as_bool().unwrap_or(ready);
+    let changing = members.iter().any(|m| m.get("next_ownership").is_some());
     let answering = members.iter().filter(|m| m["status"] == "up").count();
     let mut out = String::new();
     let _ = writeln!(
@@ -283,48 +519,66 @@ fn render_cluster(view: &Value, metrics: Option<&str>) -> String {
             .map_or_else(|| "-".to_string(), |v| v.to_string()),
     );
     out.push('\n');
+    let share = |owned: Option<u64>| match owned {
+        Some(owned) if formed && partitions > 0 => {
+            let fraction = owned as f64 / partitions as f64;
+            format!("{} {:>5.1}%", bar(fraction, BAR_WIDTH), 100.0 * fraction)
+        }
+        _ => "-".to_string(),
+    };
+    let count = |owned: Option<u64>| {
+        owned
+            .filter(|_| formed)
+            .map_or_else(|| "-".to_string(), |o| o.to_string())
+    };
     let rows: Vec<Vec<String>> = members
         .iter()
         .map(|member| {
             let owned = member["ownership"].as_u64();
-            let share = match (owned, partitions) {
-                (Some(owned), total) if ready && total > 0 => {
-                    let fraction = owned as f64 / total as f64;
-                    format!("{} {:>5.1}%", bar(fraction, BAR_WIDTH), 100.0 * fraction)
-                }
-                _ => "-".to_string(),
-            };
-            vec![
+            let mut row = vec![
                 member["id"].as_str().unwrap_or("?").to_string(),
                 member["addr"].as_str().unwrap_or("?").to_string(),
                 member["status"].as_str().unwrap_or("?").to_string(),
                 member["state"].as_str().unwrap_or("-").to_string(),
-                owned
-                    .filter(|_| ready)
-                    .map_or_else(|| "-".to_string(), |o| o.to_string()),
-                share,
-            ]
+                count(owned),
+                share(owned),
+            ];
+            if changing {
+                let next = member["next_ownership"].as_u64();
+                row.push(count(next));
+                row.push(share(next));
+            }
+            row
         })
         .collect();
-    out.push_str(&table(
-        &["ID", "ADDRESS", "STATUS", "STATE", "PARTITIONS", "SHARE"],
-        &rows,
-        &[4],
-    ));
-    if !ready {
+    let mut headers = vec!["ID", "ADDRESS", "STATUS", "STATE", "PARTITIONS", "SHARE"];
+    if changing {
+        headers.extend(["NEXT", "NEXT SHARE"]);
+    }
+    out.push_str(&table(&headers, &rows, &[4, 6]));
+    if !formed {
         out.push_str(
             "\nthe ring is not formed: this node still waits for the id of a seed (or, joining, \
              for a seed's member table)\n",
         );
     }
+    let (total, pending) = transfer_counts(view);
+    if formed {
+        out.push('\n');
+        if total == 0 {
+            out.push_str("transfers  none: the cluster is balanced\n");
+        } else {
+            let done = total - pending;
+            let _ = writeln!(
+                out,
+                "transfers  {} {done}/{total} done, {pending} pending",
+                bar(done as f64 / total as f64, BAR_WIDTH),
+            );
+        }
+    }
     if let Some(metrics) = metrics {
         let hints = metric_sum(metrics, "quorumkv_hints_pending").unwrap_or(0.0);
-        let transfers = metric_sum(metrics, "quorumkv_transfers_pending")
-            .map_or_else(|| "not reported".to_string(), |t| format!("{t}"));
-        let _ = write!(
-            out,
-            "\nhints pending on this node      {hints}\ntransfers pending on this node  {transfers}\n"
-        );
+        let _ = write!(out, "\nhints pending on this node      {hints}\n");
     }
     out
 }
@@ -522,7 +776,51 @@ mod tests {
         );
         assert!(lines[4].starts_with("node2  10.0.0.2:7001  down    leaving         128  "));
         assert!(text.contains("hints pending on this node      7\n"));
-        assert!(text.contains("transfers pending on this node  not reported\n"));
+        assert!(
+            text.contains("transfers  none: the cluster is balanced\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_membership_change_shows_next_shares_and_the_transfers_done() {
+        let view = json!({
+            "node": "node1", "partitions": 256, "ready": true, "ring_formed": true,
+            "pending_transfers": 30, "transfers_total": 120,
+            "members": [
+                {"id": "node1", "addr": "a:1", "status": "up", "state": "active",
+                 "ownership": 256, "next_ownership": 128},
+                {"id": "node2", "addr": "b:1", "status": "up", "state": "joining",
+                 "ownership": 0, "next_ownership": 128},
+            ],
+        });
+        let text = render_cluster(&view, None);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[2],
+            format!(
+                "ID     ADDRESS  STATUS  STATE    PARTITIONS  SHARE{}  NEXT  NEXT SHARE",
+                " ".repeat(BAR_WIDTH + 2)
+            )
+        );
+        assert!(
+            lines[4].starts_with("node2  b:1      up      joining           0  "),
+            "{text}"
+        );
+        assert!(
+            lines[4].ends_with(&format!(
+                " 128  {}  50.0%",
+                "█".repeat(12) + &" ".repeat(12)
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "transfers  {} 90/120 done, 30 pending\n",
+                "█".repeat(18) + &" ".repeat(6)
+            )),
+            "{text}"
+        );
     }
 
     #[test]

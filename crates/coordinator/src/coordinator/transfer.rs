@@ -32,6 +32,7 @@ use tokio::time::Instant;
 
 use super::antientropy::{Budget, Ended};
 use super::{AntiEntropyStats, Coordinator};
+use crate::gossip::MemberState;
 use crate::message::{Request, Response};
 
 /// How long after a membership change (or its commit) nodes are assumed to have heard of
@@ -203,6 +204,62 @@ impl Coordinator {
             }
         }
         pending
+    }
+
+    /// Every (partition, new owner) pair of the change under way, done or not: the length
+    /// of the progress that [`pending_transfers`](Self::pending_transfers) counts down.
+    /// 0 when nothing moves.
+    pub fn transfers_total(&self) -> usize {
+        let (Some(ring), Some(next)) = (self.membership.ring(), self.membership.next_ring()) else {
+            return 0;
+        };
+        if Arc::ptr_eq(&ring, &next) {
+            return 0;
+        }
+        self.membership
+            .table()
+            .records()
+            .filter(|r| r.state.in_next_ring())
+            .map(|r| self.gained_partitions(&ring, &next, &r.id).len())
+            .sum()
+    }
+
+    /// Why this node should not take client traffic yet, or `None` when it should.
+    ///
+    /// A node is ready once its ring is formed, except while it is *joining* and has not
+    /// received every partition it gains: it could coordinate requests (they go to the
+    /// current owners), but an orchestrator must not count it as a replica, and a rolling
+    /// change must not move on, until its data is there. An *active* node that gains
+    /// partitions because another one leaves stays ready: it already serves the ones it
+    /// had, and joint writes keep the ones it gains correct. A *leaving* node is not
+    /// ready: it is about to stop, so clients should go elsewhere.
+    pub fn unready_reason(&self) -> Option<String> {
+        if self.membership.ring().is_none() {
+            return Some(format!(
+                "the ring is not formed yet: {}",
+                self.membership.not_ready_reason()
+            ));
+        }
+        let table = self.membership.table();
+        let own = table.get(&self.node)?;
+        match own.state {
+            MemberState::Active => None,
+            MemberState::Joining if own.transfers_done == Some(table.next_ring_hash()) => None,
+            MemberState::Joining => {
+                let progress = self.progress();
+                let gained = progress.gained.len();
+                let done = progress.done.len();
+                Some(if progress.next_ring.is_some() {
+                    format!("joining: received {done} of the {gained} partitions it gains")
+                } else {
+                    "joining: its transfers have not started".to_string()
+                })
+            }
+            MemberState::Leaving => {
+                Some("leaving: handing its partitions to their next owners".to_string())
+            }
+            MemberState::Removed => Some("removed from the cluster".to_string()),
+        }
     }
 
     /// The partitions `node` owns in `next` but not in `ring`, for a replication factor
