@@ -1,15 +1,19 @@
 //! The StatefulSet's preStop hook: a pod hands its data off when it is scaled away, and
 //! only then.
 //!
-//! Four pods (`quorumkv-0..3`) are started as the kubelet starts them (see
-//! [`quorumkv_tests::kubelet`]), their seeds listing all four as an operator scaling to four
-//! would set them. A small stand-in for the Kubernetes API answers the one request the
-//! hook makes (the StatefulSet, now scaled to 3 replicas), and checks its bearer token.
+//! Three pods (`quorumkv-0..2`) are started as the kubelet starts them (see
+//! [`quorumkv_tests::kubelet`]) and found the cluster; then the StatefulSet is scaled to
+//! four: `quorumkv-3` starts with the same environment (its seeds are the three founders,
+//! not itself), joins, and turns ready once it has received its partitions. A small
+//! stand-in for the Kubernetes API answers the one request the hook makes (the
+//! StatefulSet, now scaled back to 3 replicas), and checks its bearer token.
 //! The hook's command is the manifest's, run inside a pod as the kubelet runs it, with the
 //! pod's environment; only the API's address and the service-account directory are this
 //! test's (a pod reads them from `KUBERNETES_SERVICE_HOST` and its mounted token).
 //!
 //! What is checked, in order:
+//! - the fourth pod joins as deploy/k8s/README.md scales up: ready only with its data in,
+//!   then an active member of a balanced ring of four;
 //! - when the API cannot be asked (it answers 500, or there is none), the hook fails and
 //!   the node does not leave: a stop is then a plain restart;
 //! - a pod that stays (ordinal 1 < 3 replicas) returns at once and its node stays active;
@@ -58,20 +62,14 @@ fn the_prestop_hook_hands_off_on_scale_down_and_only_then() {
         Image::parse(&std::fs::read_to_string(root.join("deploy/docker/Dockerfile")).unwrap());
     let spec = &manifest["spec"];
     let pod_spec = &spec["template"]["spec"];
-    let mut container = pod_spec["containers"][0].clone();
+    let container = pod_spec["containers"][0].clone();
     let hook = strings(&container["lifecycle"]["preStop"]["exec"]["command"]);
     assert_eq!(
         pod_spec["automountServiceAccountToken"], true,
         "the hook reads the StatefulSet with the pod's service account token"
     );
 
-    // Scaled to four: the fourth pod is a seed too, as deploy/k8s/README.md says to set it.
     let statefulset = manifest["metadata"]["name"].as_str().unwrap();
-    add_seed(
-        &mut container,
-        &format!("{statefulset}-2"),
-        &format!("{statefulset}-3"),
-    );
     let service = spec["serviceName"].as_str().unwrap();
     let port = container_port(&container, "http");
     let dir = tempfile::tempdir().unwrap();
@@ -85,7 +83,8 @@ fn the_prestop_hook_hands_off_on_scale_down_and_only_then() {
         .iter()
         .map(|pod| Launch::of(&container, &image, pod, &dns))
         .collect();
-    let mut running: Vec<RunningPod> = pods
+    // The three the manifest starts; the fourth comes with the scale-up below.
+    let mut running: Vec<RunningPod> = pods[..3]
         .iter()
         .map(|pod| Launch::of(&container, &image, pod, &dns).spawn(pod))
         .collect();
@@ -116,6 +115,31 @@ fn the_prestop_hook_hands_off_on_scale_down_and_only_then() {
             .unwrap();
         assert_eq!(response.status(), 204, "write of k{i}");
     }
+
+    // Scaled to four, seeds unchanged: quorumkv-3 joins. Its readiness probe passes only
+    // once it holds the partitions it gains, and then the change commits.
+    running.push(Launch::of(&container, &image, &pods[3], &dns).spawn(&pods[3]));
+    let ready = url(&pods[3], "/v1/ready");
+    let deadline = Instant::now() + HAND_OFF;
+    let mut unready_while_joining = false;
+    loop {
+        if let Ok(response) = http.get(&ready).send() {
+            if response.status() == 200 {
+                break;
+            }
+            let reason: Value = response.json().unwrap_or_default();
+            unready_while_joining |= reason["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("joining"));
+        }
+        assert!(Instant::now() < deadline, "quorumkv-3 never turned ready");
+        sleep(Duration::from_millis(100));
+    }
+    assert!(
+        unready_while_joining,
+        "quorumkv-3 was not ready while it received its partitions"
+    );
+    wait_balanced(&http, &pods[..4], port);
 
     let api = FakeKubeApi::start(statefulset, REPLICAS_AFTER);
     let account = dir.path().join("serviceaccount");
@@ -219,34 +243,7 @@ fn the_prestop_hook_hands_off_on_scale_down_and_only_then() {
     );
 
     // The three others: balanced, three members, every key readable at r=2 from each.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let views: Vec<Option<Value>> = pods[..3]
-            .iter()
-            .map(|pod| {
-                http.get(url(pod, "/v1/cluster"))
-                    .send()
-                    .ok()
-                    .and_then(|r| r.json().ok())
-            })
-            .collect();
-        let balanced = views.iter().all(|view| {
-            view.as_ref().is_some_and(|v| {
-                v["pending_transfers"] == 0
-                    && v["members"]
-                        .as_array()
-                        .is_some_and(|m| m.len() == 3 && m.iter().all(|m| m["state"] == "active"))
-            })
-        });
-        if balanced {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not balanced within 60 s: {views:?}"
-        );
-        sleep(Duration::from_millis(200));
-    }
+    wait_balanced(&http, &pods[..3], port);
     for pod in &pods[..3] {
         for i in 0..KEYS {
             let response = http
@@ -264,19 +261,37 @@ fn the_prestop_hook_hands_off_on_scale_down_and_only_then() {
     }
 }
 
-/// Adds `new` to the container's QUORUMKV_SEEDS, with the address pattern of `like`.
-fn add_seed(container: &mut Value, like: &str, new: &str) {
-    let env = container["env"].as_array_mut().unwrap();
-    let seeds = env
-        .iter_mut()
-        .find(|v| v["name"] == "QUORUMKV_SEEDS")
-        .expect("the container sets QUORUMKV_SEEDS");
-    let value = seeds["value"].as_str().unwrap().to_string();
-    let template = value
-        .split(',')
-        .find(|s| s.starts_with(&format!("{like}.")))
-        .unwrap_or_else(|| panic!("no seed of {like} in {value}"));
-    seeds["value"] = Value::from(format!("{value},{}", template.replacen(like, new, 1)));
+/// Waits, bounded, until every one of `pods` reports a ring of exactly them, all active,
+/// and no transfers pending.
+fn wait_balanced(http: &reqwest::blocking::Client, pods: &[PodIdentity], port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let views: Vec<Option<Value>> = pods
+            .iter()
+            .map(|pod| {
+                http.get(format!("http://{}:{port}/v1/cluster", pod.ip))
+                    .send()
+                    .ok()
+                    .and_then(|r| r.json().ok())
+            })
+            .collect();
+        let balanced = views.iter().all(|view| {
+            view.as_ref().is_some_and(|v| {
+                v["pending_transfers"] == 0
+                    && v["members"].as_array().is_some_and(|m| {
+                        m.len() == pods.len() && m.iter().all(|m| m["state"] == "active")
+                    })
+            })
+        });
+        if balanced {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not balanced within 60 s: {views:?}"
+        );
+        sleep(Duration::from_millis(200));
+    }
 }
 
 /// The state of member `id` in the cluster view at `url`.
