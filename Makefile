@@ -65,7 +65,7 @@ fix: ## rewrite what the linters can fix
 doc: deps ## build the API documentation
 	$(CARGO) doc $(PROFILE) --workspace --no-deps
 
-.PHONY: bench bench-quick bench-deps bench-transfer microbench
+.PHONY: bench bench-quick bench-deps bench-transfer bench-memory microbench
 
 bench-deps: ## install what the benchmarks compare against (etcd)
 	@scripts/install-bench-deps.sh
@@ -81,6 +81,10 @@ bench-quick: deps bench-deps ## the same matrix, 1 short run each, no value-size
 bench-transfer: deps ## how fast a join and a leave move data (200k keys of 1 KiB; ~3 min)
 	$(CARGO) build $(PROFILE) --bins
 	@scripts/bench-transfer.sh
+
+bench-memory: deps ## resident set over 20 min of writes to 5M keys; 5M vs 100k keys (~23 min)
+	$(CARGO) build $(PROFILE) --bins
+	@scripts/bench-memory.sh
 
 # `cargo bench` builds with the bench profile, which inherits release and reuses its
 # artifacts (RocksDB included).

@@ -92,6 +92,52 @@ fn a_node_killed_and_restarted_holds_every_write_it_acknowledged() {
 }
 
 #[test]
+fn under_sync_always_every_acknowledged_write_is_kept_and_a_kill_renews_the_actor() {
+    // Node 1 coordinates every write, so it mints each one itself and acknowledges it
+    // only after the fsync that it overlaps with sending the version to the others.
+    let mut cluster = Cluster::start_with(3, &["--sync", "always"]);
+    for i in 0..150u32 {
+        let key = format!("key-{i}");
+        let w = if i % 2 == 0 { "w=3" } else { "w=1" };
+        let put = cluster.put(
+            0,
+            "always",
+            key.as_bytes(),
+            format!("v{i}").as_bytes(),
+            w,
+            None,
+        );
+        assert_eq!(put.status(), StatusCode::NO_CONTENT, "{key}");
+    }
+    const RENEWED: &str = "not closed cleanly";
+    // A clean stop keeps the actor; a kill renews it.
+    assert!(cluster.terminate(0).success());
+    cluster.restart(0);
+    assert!(!cluster.nodes[0].log().contains(RENEWED));
+    cluster.kill(0);
+    cluster.restart(0);
+    assert_eq!(cluster.nodes[0].log().matches(RENEWED).count(), 1);
+
+    // Writes minted under the new actor and the old versions they do not cover are
+    // siblings, never one lost for the other.
+    let fresh = cluster.put(0, "always", b"key-0", b"after", "w=3", None);
+    assert_eq!(fresh.status(), StatusCode::NO_CONTENT);
+    let both = quorumkv_tests::siblings_of(cluster.get(1, "always", b"key-0", "r=3"));
+    assert_eq!(both.len(), 2, "{both:?}");
+
+    // Only node 1's own replica answers now: it minted every write, so it holds each one
+    // it coordinated, including those a peer acknowledged first (w=1).
+    assert!(cluster.terminate(1).success());
+    assert!(cluster.terminate(2).success());
+    for i in 1..150u32 {
+        let key = format!("key-{i}");
+        let get = cluster.get(0, "always", key.as_bytes(), "r=1");
+        assert_eq!(get.status(), StatusCode::OK, "{key} lost");
+        assert_eq!(get.bytes().unwrap(), format!("v{i}").as_bytes());
+    }
+}
+
+#[test]
 fn a_corrupt_record_is_detected_counted_and_never_returned() {
     let mut cluster = Cluster::start(3);
     let put = cluster.put(0, "crc", b"victim", b"precious value", "w=3", None);

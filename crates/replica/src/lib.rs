@@ -40,8 +40,9 @@
 //!   ([`ActorId`], random, created with the data directory), so a node that
 //!   lost its disk cannot reuse a dot that other replicas' clocks already
 //!   cover; reuse would make its new writes vanish as "already seen" (Riak's
-//!   KV679). For the same reason the store refuses to coordinate a write over
-//!   a local record it cannot read.
+//!   KV679). A store that was not closed cleanly also takes a new actor, since
+//!   its last mints may not have reached its disk. For the same reason the
+//!   store refuses to coordinate a write over a local record it cannot read.
 //! - An object's siblings are sorted by dot, unique, and covered by its
 //!   clock ([`VersionedObject::validate`]); every decoded or received object
 //!   is validated before it is used.

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use quorumkv_replica::{
-    encode_record, ActorId, CodecError, Dot, Sibling, Store, StoreError, StoreOptions, SyncPolicy,
-    Value, VersionError, VersionVector, VersionedObject,
+    encode_record, ActorId, CodecError, Dot, GroupWrite, Sibling, Store, StoreError, StoreOptions,
+    SyncPolicy, Value, VersionError, VersionVector, VersionedObject, Wait,
 };
 use tempfile::TempDir;
 
@@ -124,6 +124,61 @@ fn actor_persists_across_reopen_and_differs_for_a_fresh_dir() {
 
     let other = TempDir::new().unwrap();
     assert_ne!(open(other.path()).actor(), first);
+}
+
+/// Takes away the clean-close mark that dropping the store leaves: the state a killed
+/// process leaves behind.
+fn forget_clean_close(dir: &Path) {
+    let names = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir).unwrap();
+    let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir, &names).unwrap();
+    let meta = db.cf_handle("meta").unwrap();
+    assert!(
+        db.get_cf(meta, b"store/clean_close").unwrap().is_some(),
+        "a dropped store is marked closed cleanly"
+    );
+    db.delete_cf(meta, b"store/clean_close").unwrap();
+}
+
+#[test]
+fn a_store_not_closed_cleanly_takes_a_new_actor_and_keeps_its_data() {
+    let dir = TempDir::new().unwrap();
+    let (first, written) = {
+        let store = open(dir.path());
+        let written = store
+            .write_group_unsynced(
+                &[GroupWrite::Coordinate {
+                    bucket: BUCKET,
+                    key: b"k",
+                    context: &VersionVector::new(),
+                    value: &text("before"),
+                }],
+                Wait::Block,
+            )
+            .unwrap()
+            .pop()
+            .unwrap()
+            .unwrap();
+        (store.actor(), written)
+    };
+    forget_clean_close(dir.path());
+
+    let store = open(dir.path());
+    let second = store.actor();
+    assert_ne!(second, first, "no clean close: a new actor");
+    assert_eq!(store.get(BUCKET, b"k").unwrap(), Some(written.clone()));
+    // The next write of the key gets a dot of the new actor, never `first`'s counter 2.
+    let next = store
+        .coordinate(BUCKET, b"k", &VersionVector::new(), text("after"))
+        .unwrap();
+    assert_eq!(next.clock().get(first), 1);
+    assert_eq!(next.clock().get(second), 1);
+    let mut both = values(&next);
+    both.sort();
+    assert_eq!(both, [b"after".as_slice(), b"before".as_slice()]);
+    drop(store);
+
+    // A clean close keeps the actor.
+    assert_eq!(open(dir.path()).actor(), second);
 }
 
 #[test]

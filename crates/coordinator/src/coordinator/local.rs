@@ -11,18 +11,26 @@
 //! - Writes travel in groups: a write joins the queue, and one task at a time takes
 //!   everything queued and applies it as one group ([`Store::write_group`]: one pass over
 //!   the key locks, one RocksDB batch). The group runs on that task's thread when no lock
-//!   is held elsewhere, every record is cached and RocksDB is not stalling writes; else,
-//!   and always under `--sync always` (an fsync must never block an async thread), on a
-//!   blocking thread, where it is group commit: one fsync for the whole group. Writes
-//!   that come while a group is applied form the next one, so groups grow with the load
-//!   and a lone write waits for nobody. The writes of a peer's batch, executed
-//!   concurrently, meet in one group.
+//!   is held elsewhere, every record is cached and RocksDB is not stalling writes; else
+//!   on a blocking thread. Writes that come while a group is applied form the next one,
+//!   so groups grow with the load and a lone write waits for nobody. The writes of a
+//!   peer's batch, executed concurrently, meet in one group.
+//! - Under `--sync always` a group is applied without fsync
+//!   ([`Store::write_group_unsynced`]), and each write is answered only after a WAL sync
+//!   that started after it was applied. Syncs run one at a time on a blocking thread
+//!   (an fsync must never block an async thread), each covering every write that waits:
+//!   group commit, decoupled from the groups, so applying the next group overlaps the
+//!   current fsync. The coordinator's own mint can skip the wait
+//!   ([`LocalReplica::mint_unsynced`]): it sends the minted version to the other owners
+//!   while this node's fsync runs, and counts this node's acknowledgement once
+//!   [`LocalReplica::durable`] returns. A power loss in between cannot lead to a dot
+//!   minted twice: the store takes a new actor after an unclean close.
 //!
 //! Everything else (hints, anti-entropy, scans) runs on the blocking pool.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use quorumkv_replica::{GroupWrite, HintRefusal, Store, Wait, WouldBlock};
+use quorumkv_replica::{GroupWrite, HintRefusal, Store, SyncPolicy, Wait, WouldBlock};
 use tokio::sync::oneshot;
 
 use super::{antientropy, storage_error, store_error};
@@ -38,6 +46,16 @@ pub(crate) struct LocalReplica {
     /// Writes waiting for the next group. A std mutex: held to push or take, never across
     /// an await.
     queue: Mutex<WriteQueue>,
+    /// Under `--sync always`, the writes waiting for a WAL sync; `None` otherwise (each
+    /// write is then answered once applied). A std mutex, like `queue`.
+    syncs: Option<Mutex<SyncQueue>>,
+}
+
+#[derive(Default)]
+struct SyncQueue {
+    waiting: Vec<oneshot::Sender<Result<(), String>>>,
+    /// Whether a task is running syncs (it takes what waits meanwhile).
+    syncing: bool,
 }
 
 #[derive(Default)]
@@ -54,10 +72,83 @@ struct Waiting {
 
 impl LocalReplica {
     pub(crate) fn new(store: Arc<Store>, max_hints: u64) -> Self {
+        let syncs = (store.sync_policy() == SyncPolicy::Always).then(Mutex::default);
         Self {
             store,
             max_hints,
             queue: Mutex::default(),
+            syncs,
+        }
+    }
+
+    /// Whether writes are applied first and made durable by a later WAL sync (under
+    /// `--sync always`), so that [`Self::mint_unsynced`] is worth calling.
+    pub(crate) fn defers_sync(&self) -> bool {
+        self.syncs.is_some()
+    }
+
+    /// Mints a version (`Coordinate`) and answers as soon as it is applied, before it is
+    /// durable under `--sync always`: the caller must not count this replica's copy until
+    /// [`Self::durable`] has returned `Ok`.
+    pub(crate) async fn mint_unsynced(self: &Arc<Self>, request: Request) -> Response {
+        self.apply_queued(request).await
+    }
+
+    /// Returns once every write applied before the call is durable (a WAL sync that
+    /// started after it), at once when writes are synced as they are applied.
+    pub(crate) async fn durable(self: &Arc<Self>) -> Result<(), String> {
+        let Some(syncs) = &self.syncs else {
+            return Ok(());
+        };
+        let (done, wait) = oneshot::channel();
+        let start = {
+            let mut queue = lock(syncs);
+            queue.waiting.push(done);
+            !std::mem::replace(&mut queue.syncing, true)
+        };
+        if start {
+            tokio::spawn(Arc::clone(self).run_syncs());
+        }
+        wait.await
+            .unwrap_or_else(|_| Err("the WAL sync was dropped".into()))
+    }
+
+    /// Runs WAL syncs until nothing waits for one; each covers everything that waited
+    /// when it started.
+    async fn run_syncs(self: Arc<Self>) {
+        let Some(syncs) = &self.syncs else {
+            return;
+        };
+        /// Lets the next write start a task again if this one ends early.
+        struct Early<'a>(&'a Mutex<SyncQueue>, bool);
+        impl Drop for Early<'_> {
+            fn drop(&mut self) {
+                if self.1 {
+                    lock(self.0).syncing = false;
+                }
+            }
+        }
+        let mut early = Early(syncs, true);
+        loop {
+            let waiting = {
+                let mut queue = lock(syncs);
+                if queue.waiting.is_empty() {
+                    queue.syncing = false;
+                    early.1 = false;
+                    return;
+                }
+                std::mem::take(&mut queue.waiting)
+            };
+            metrics::histogram!("quorumkv_wal_sync_group_size").record(waiting.len() as f64);
+            let store = Arc::clone(&self.store);
+            let result = match tokio::task::spawn_blocking(move || store.sync_wal()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(format!("cannot sync the WAL: {error}")),
+                Err(error) => Err(format!("WAL sync task failed: {error}")),
+            };
+            for done in waiting {
+                let _ = done.send(result.clone());
+            }
         }
     }
 
@@ -86,11 +177,23 @@ impl LocalReplica {
     }
 
     fn queue(&self) -> MutexGuard<'_, WriteQueue> {
-        // Every update is a push, a take or a flag; a panic cannot leave it half-changed.
-        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.queue)
     }
 
+    /// Applies a write and answers once it is durable as the policy asks.
     async fn write(self: &Arc<Self>, request: Request) -> Response {
+        let response = self.apply_queued(request).await;
+        if matches!(response, Response::Error { .. }) {
+            return response;
+        }
+        match self.durable().await {
+            Ok(()) => response,
+            Err(message) => storage_error(message),
+        }
+    }
+
+    /// Queues a write for the next group and answers once the group is applied.
+    async fn apply_queued(self: &Arc<Self>, request: Request) -> Response {
         let (reply, answer) = oneshot::channel();
         let start = {
             let mut queue = self.queue();
@@ -136,15 +239,22 @@ impl LocalReplica {
             let count = requests.len();
             metrics::histogram!("quorumkv_write_group_size").record(count as f64);
             // On this thread when the group can run without waiting (see `Wait::Never`),
-            // on a blocking thread otherwise (always under `--sync always`).
-            let responses = match apply(&self.store, &requests, Wait::Never) {
+            // on a blocking thread otherwise; never with an fsync (see `durable`).
+            let commit = if self.defers_sync() {
+                Commit::Unsynced
+            } else {
+                Commit::AsPolicy
+            };
+            let responses = match apply(&self.store, &requests, Wait::Never, commit) {
                 Some(responses) => responses,
                 None => {
                     metrics::counter!("quorumkv_store_blocking_total", "op" => "write")
                         .increment(1);
                     let store = Arc::clone(&self.store);
-                    match tokio::task::spawn_blocking(move || apply(&store, &requests, Wait::Block))
-                        .await
+                    match tokio::task::spawn_blocking(move || {
+                        apply(&store, &requests, Wait::Block, commit)
+                    })
+                    .await
                     {
                         Ok(Some(responses)) => responses,
                         Ok(None) => failed(count, "a blocking write group would block"),
@@ -165,11 +275,27 @@ fn failed(count: usize, message: &str) -> Vec<Response> {
         .collect()
 }
 
+/// Whether a group is made durable as the store's policy says, or left for a WAL sync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Commit {
+    AsPolicy,
+    Unsynced,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update is a push, a take or a flag; a panic cannot leave it half-changed.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Applies a group of writes; `None` when `wait` is [`Wait::Never`] and it would block.
 /// A request that is not a write is answered as a bad request.
-fn apply(store: &Store, requests: &[Request], wait: Wait) -> Option<Vec<Response>> {
+fn apply(store: &Store, requests: &[Request], wait: Wait, commit: Commit) -> Option<Vec<Response>> {
     let writes: Vec<GroupWrite<'_>> = requests.iter().filter_map(as_write).collect();
-    let mut results = store.write_group(&writes, wait).ok()?.into_iter();
+    let written = match commit {
+        Commit::AsPolicy => store.write_group(&writes, wait),
+        Commit::Unsynced => store.write_group_unsynced(&writes, wait),
+    };
+    let mut results = written.ok()?.into_iter();
     Some(
         requests
             .iter()
@@ -222,9 +348,14 @@ fn execute(store: &Store, request: Request, max_hints: u64) -> Response {
     let result = match request {
         Request::Get { bucket, key } => store.get(&bucket, &key).map(Response::Object),
         Request::Coordinate { .. } | Request::Merge { .. } => {
-            return apply(store, std::slice::from_ref(&request), Wait::Block)
-                .and_then(|mut responses| responses.pop())
-                .unwrap_or_else(|| storage_error("a blocking write would block".into()));
+            return apply(
+                store,
+                std::slice::from_ref(&request),
+                Wait::Block,
+                Commit::AsPolicy,
+            )
+            .and_then(|mut responses| responses.pop())
+            .unwrap_or_else(|| storage_error("a blocking write would block".into()));
         }
         Request::BucketHasKeys { bucket } => store.bucket_has_keys(&bucket).map(Response::HasKeys),
         Request::GetHint { owner, bucket, key } => store

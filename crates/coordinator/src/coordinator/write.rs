@@ -74,9 +74,30 @@ impl Coordinator {
             value,
         };
         let mut minted = None;
+        // Under `--sync always` this node's own mint is answered before its fsync, which
+        // then runs while the version travels to the other owners; its acknowledgement
+        // counts once the fsync is done (see `local`).
+        let mut minter_sync = None;
         for candidate in &candidates {
             if Instant::now() >= deadline {
                 break;
+            }
+            let defer = *candidate == self.node
+                && self.local.defers_sync()
+                && self.planted.get() == super::planted::ReplicaFault::None;
+            if defer {
+                match self.local.mint_unsynced(mint.clone()).await {
+                    Response::Object(Some(object)) => {
+                        let local = Arc::clone(&self.local);
+                        minter_sync = Some(Box::pin(async move { local.durable().await }));
+                        minted = Some((candidate.clone(), object));
+                        break;
+                    }
+                    other => {
+                        failures.push(unexpected(candidate.clone(), &other));
+                        continue;
+                    }
+                }
             }
             match self.call_replica(candidate, mint.clone(), deadline).await {
                 Ok(Response::Object(Some(object))) => {
@@ -183,18 +204,36 @@ impl Coordinator {
         let total_sends = sends.len();
         let mut pending = self.fan_out(sends, deadline);
 
-        let mut acks = 1;
-        let mut primary_acks = 1;
-        let mut joint_acks = usize::from(in_joint(&minter));
+        // The minter's copy counts at once, or when its fsync is done.
+        let minter_now = usize::from(minter_sync.is_none());
+        let mut acks = minter_now;
+        let mut primary_acks = minter_now;
+        let mut joint_acks = minter_now * usize::from(in_joint(&minter));
         let mut done = 0;
         while acks < quorum.required
             || primary_acks < quorum.primaries
             || joint_acks < joint_required
         {
-            match tokio::time::timeout_at(deadline, pending.next()).await {
+            let next = async {
+                tokio::select! {
+                    synced = async {
+                        match minter_sync.as_mut() {
+                            Some(sync) => sync.await,
+                            None => std::future::pending().await,
+                        }
+                    }, if minter_sync.is_some() => {
+                        minter_sync = None;
+                        Some((minter.clone(), synced.map(|()| Response::Ack)))
+                    }
+                    sent = pending.next(), if !pending.is_empty() => sent,
+                    else => None,
+                }
+            };
+            match tokio::time::timeout_at(deadline, next).await {
                 Ok(Some((node, result))) => {
-                    done += 1;
-                    let is_primary = primaries.contains(&node);
+                    let is_minter = node == minter;
+                    done += usize::from(!is_minter);
+                    let is_primary = is_minter || primaries.contains(&node);
                     match result {
                         Ok(Response::Ack) => {
                             if in_joint(&node) {

@@ -118,9 +118,39 @@ impl Store {
         writes: &[GroupWrite<'_>],
         wait: Wait,
     ) -> Result<Vec<Result<VersionedObject, StoreError>>, WouldBlock> {
-        if wait == Wait::Never && self.sync == SyncPolicy::Always {
+        let durable = self.sync == SyncPolicy::Always;
+        if wait == Wait::Never && durable {
             return Err(WouldBlock);
         }
+        self.apply_group(writes, wait, durable)
+    }
+
+    /// [`Store::write_group`] without the fsync, whatever the policy: the writes are in
+    /// the WAL (they survive the process being killed) and visible, but a power loss
+    /// may lose them until the next [`Store::sync_wal`]. It lets a caller under
+    /// [`SyncPolicy::Always`] overlap the fsync with other work, such as sending a
+    /// minted version to the other replicas, and acknowledge only after the sync. A
+    /// store closed without its clean-close mark takes a new actor at the next open
+    /// (see [`Store::open`]), so a dot minted here and lost can never be minted again.
+    ///
+    /// # Errors
+    /// As [`Store::write_group`]; under [`Wait::Never`] it may run whatever the policy.
+    #[allow(clippy::type_complexity)] // one result per write, inside the group's own
+    pub fn write_group_unsynced(
+        &self,
+        writes: &[GroupWrite<'_>],
+        wait: Wait,
+    ) -> Result<Vec<Result<VersionedObject, StoreError>>, WouldBlock> {
+        self.apply_group(writes, wait, false)
+    }
+
+    #[allow(clippy::type_complexity)] // one result per write, inside the group's own
+    fn apply_group(
+        &self,
+        writes: &[GroupWrite<'_>],
+        wait: Wait,
+        durable: bool,
+    ) -> Result<Vec<Result<VersionedObject, StoreError>>, WouldBlock> {
         let mut results: Vec<Option<Result<VersionedObject, StoreError>>> =
             (0..writes.len()).map(|_| None).collect();
         // Which slot each write applies to; slots are few, so a linear search is cheapest.
@@ -240,9 +270,11 @@ impl Store {
             }
         }
         if !leaves.is_empty() {
-            let write_options = match wait {
-                Wait::Block => &self.write_options,
-                Wait::Never => &self.write_no_slowdown,
+            let write_options = match (wait, durable) {
+                (Wait::Block, true) => &self.write_options,
+                (Wait::Block, false) => &self.write_unsynced,
+                // `write_group` never lets a durable group run without waiting.
+                (Wait::Never, _) => &self.write_no_slowdown,
             };
             match self.db.write_opt(batch, write_options) {
                 Ok(()) => {}
