@@ -522,6 +522,23 @@ pub fn probe_status(
     http.get(url).send().ok().map(|r| r.status().as_u16())
 }
 
+/// An HTTP client that sends `token` as a bearer token on every request, as a client
+/// reading the pods' Secret would (the probes need none).
+pub fn client_with_token(token: &str, timeout: Duration) -> reqwest::blocking::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}")
+            .parse()
+            .expect("a token is a header value"),
+    );
+    reqwest::blocking::Client::builder()
+        .timeout(timeout)
+        .default_headers(headers)
+        .build()
+        .expect("HTTP client")
+}
+
 /// Waits, bounded, until `probe` answers 200 (the kubelet counts 200..400 as success; the
 /// server's answers are 200 or an error).
 pub fn wait_for_probe(

@@ -33,8 +33,8 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use quorumkv_tests::kubelet::{
-    cluster_dns, container_port, fill_secret_volumes, pod_identities, secret_keys, strings,
-    wait_for_probe, Image, Launch, PodIdentity, RunningPod, NAMESPACE,
+    client_with_token, cluster_dns, container_port, fill_secret_volumes, pod_identities,
+    secret_keys, strings, wait_for_probe, Image, Launch, PodIdentity, RunningPod, NAMESPACE,
 };
 use serde_json::Value;
 
@@ -89,16 +89,7 @@ fn the_prestop_hook_hands_off_on_scale_down_and_only_then() {
         .map(|pod| Launch::of(&container, &image, pod, &dns).spawn(pod))
         .collect();
 
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {TEST_TOKEN}").parse().unwrap(),
-    );
-    let http = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .default_headers(headers)
-        .build()
-        .unwrap();
+    let http = client_with_token(TEST_TOKEN, Duration::from_secs(5));
     for pod in &mut running {
         wait_for_probe(&http, &container, "readinessProbe", pod, port);
     }
@@ -177,17 +168,12 @@ fn the_prestop_hook_hands_off_on_scale_down_and_only_then() {
         "{}",
         hook_log(3)
     );
-    assert_eq!(
-        member_state(&http, &url(&pods[0], "/v1/cluster"), "quorumkv-3"),
-        "active"
+    assert_stays(
+        &http,
+        &url(&pods[0], "/v1/cluster"),
+        &mut running[3],
+        "quorumkv-3",
     );
-    assert!(running[3]
-        .child
-        .as_mut()
-        .unwrap()
-        .try_wait()
-        .unwrap()
-        .is_none());
 
     // A pod that stays returns at once, without touching its node.
     api.answer_with(200);
@@ -203,17 +189,12 @@ fn the_prestop_hook_hands_off_on_scale_down_and_only_then() {
         "the hook of a pod that stays returned in {:.1?}",
         started.elapsed()
     );
-    assert_eq!(
-        member_state(&http, &url(&pods[1], "/v1/cluster"), "quorumkv-1"),
-        "active"
+    assert_stays(
+        &http,
+        &url(&pods[1], "/v1/cluster"),
+        &mut running[1],
+        "quorumkv-1",
     );
-    assert!(running[1]
-        .child
-        .as_mut()
-        .unwrap()
-        .try_wait()
-        .unwrap()
-        .is_none());
 
     // The pod scaled away: its hook returns once its node has left and stopped answering.
     let started = Instant::now();
@@ -292,6 +273,14 @@ fn wait_balanced(http: &reqwest::blocking::Client, pods: &[PodIdentity], port: u
         );
         sleep(Duration::from_millis(200));
     }
+}
+
+/// Asserts that `id` is still an active member (as the cluster view at `url` says) and
+/// that its process still runs: a hook that did not leave left it alone.
+fn assert_stays(http: &reqwest::blocking::Client, url: &str, pod: &mut RunningPod, id: &str) {
+    assert_eq!(member_state(http, url, id), "active", "{id}");
+    let process = pod.child.as_mut().unwrap();
+    assert!(process.try_wait().unwrap().is_none(), "{id} still runs");
 }
 
 /// The state of member `id` in the cluster view at `url`.

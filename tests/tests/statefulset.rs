@@ -14,8 +14,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use quorumkv_tests::kubelet::{
-    cluster_dns, container_port, fill_secret_volumes, pod_identities, probe_status, secret_keys,
-    wait_for_probe, Image, Launch, RunningPod,
+    client_with_token, cluster_dns, container_port, fill_secret_volumes, pod_identities,
+    probe_status, secret_keys, wait_for_probe, Image, Launch, RunningPod,
 };
 use serde_json::Value;
 
@@ -70,16 +70,7 @@ fn three_nodes_started_as_the_statefulset_starts_them_form_one_ring() {
         .collect();
 
     // Clients authenticate with the token from the Secret; the probes need none.
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {TEST_TOKEN}").parse().unwrap(),
-    );
-    let http = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(3))
-        .default_headers(headers)
-        .build()
-        .unwrap();
+    let http = client_with_token(TEST_TOKEN, Duration::from_secs(3));
     let probe_port = container_port(container, "http");
     for pod in &mut running {
         wait_for_probe(&http, container, "readinessProbe", pod, probe_port);

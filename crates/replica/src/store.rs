@@ -232,7 +232,7 @@ impl Store {
     /// Opens the store at `path`, creating the directory, the column
     /// families and the actor id if they are missing.
     ///
-    /// If the store was not closed cleanly the last time (see [`META_CLEAN_CLOSE`]),
+    /// If the store was not closed cleanly the last time (a mark written when it is dropped),
     /// it takes a new actor id: a write minted just before the end may have reached
     /// other replicas without reaching this WAL durably (under
     /// [`SyncPolicy::None`], or with [`Store::write_group_unsynced`]), and minting its
