@@ -5,6 +5,11 @@
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use quorumkv_tests::history::{check, Event, Promises, Recorder, Verdict};
+use quorumkv_tests::workload::{final_state, Workload};
 use quorumkv_tests::Cluster;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -141,7 +146,7 @@ fn slots_moved(before: usize, after: usize, n: usize) -> f64 {
 }
 
 /// The longest time during which requests failed and none succeeded, from a history.
-fn longest_failure_window(events: &[quorumkv_tests::history::Event]) -> Duration {
+fn longest_failure_window(events: &[Event]) -> Duration {
     use quorumkv_tests::history::EventType;
     let mut completions: Vec<(u64, bool)> = events
         .iter()
@@ -210,6 +215,55 @@ fn wait_balanced(
     }
 }
 
+/// A strict-quorum workload running against nodes of a cluster while its membership
+/// changes, recorded as a history.
+struct Load {
+    workload: Workload,
+    recorder: Recorder,
+    clients: Vec<std::thread::JoinHandle<usize>>,
+}
+
+impl Load {
+    /// Starts `workload`'s clients against `nodes`; they stop by themselves after its
+    /// duration.
+    fn start(cluster: &Cluster, nodes: &[usize], workload: Workload) -> Self {
+        let recorder = Recorder::new();
+        let urls: Vec<String> = nodes.iter().map(|&i| cluster.url(i)).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients = workload.start(cluster.http(), &urls, &recorder, &stop);
+        Self {
+            workload,
+            recorder,
+            clients,
+        }
+    }
+
+    /// Waits for the clients, reads the final state through node `reader` and checks the
+    /// history (n = 3, no read-your-writes assumed across the change): the operations, the
+    /// events and the verdict.
+    fn finish(self, cluster: &Cluster, reader: usize) -> (usize, Vec<Event>, Verdict) {
+        let operations = self.clients.into_iter().map(|c| c.join().unwrap()).sum();
+        let (registers, sets) = final_state(
+            cluster,
+            reader,
+            &self.workload.register_key_names(),
+            &self.workload.set_key_names(),
+            Duration::from_secs(30),
+        );
+        let events = self.recorder.events();
+        let verdict = check(
+            &events,
+            &registers,
+            &sets,
+            Promises {
+                n: 3,
+                assume_ryw: false,
+            },
+        );
+        (operations, events, verdict)
+    }
+}
+
 /// Runs `quorumkv cluster status --watch` against node `i` once it reports transfers,
 /// in a thread that returns the CLI's output when it exits (it does once the cluster is
 /// balanced, or after its 120 s timeout).
@@ -259,20 +313,14 @@ fn preload(cluster: &Cluster, count: usize) -> usize {
 
 #[test]
 fn growing_from_three_to_five_nodes_under_load_loses_no_acknowledged_write() {
-    use std::sync::atomic::AtomicBool;
-    use std::sync::Arc;
-
-    use quorumkv_tests::history::{check, Promises, Recorder};
-    use quorumkv_tests::workload::{final_state, Workload};
-
     let mut cluster = Cluster::start(3);
     // Data that is there before the change, in every partition: it must all move.
     let preloaded = preload(&cluster, 600);
-    let workload = Workload::strict(4, Duration::from_secs(30), 41);
-    let recorder = Recorder::new();
-    let urls: Vec<String> = (0..3).map(|i| cluster.url(i)).collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients = workload.start(cluster.http(), &urls, &recorder, &stop);
+    let load = Load::start(
+        &cluster,
+        &[0, 1, 2],
+        Workload::strict(4, Duration::from_secs(30), 41),
+    );
 
     sleep(Duration::from_secs(3));
     let fourth = cluster.join(&[0, 1, 2], &[]);
@@ -305,25 +353,7 @@ fn growing_from_three_to_five_nodes_under_load_loses_no_acknowledged_write() {
         "progress never goes back within one change: {lines}"
     );
     assert!(lines.contains("balanced: no transfers pending"), "{lines}");
-    let operations: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
-
-    let (registers, sets) = final_state(
-        &cluster,
-        fourth,
-        &workload.register_key_names(),
-        &workload.set_key_names(),
-        Duration::from_secs(30),
-    );
-    let events = recorder.events();
-    let verdict = check(
-        &events,
-        &registers,
-        &sets,
-        Promises {
-            n: 3,
-            assume_ryw: false,
-        },
-    );
+    let (operations, events, verdict) = load.finish(&cluster, fourth);
     let theoretical = 2.0 / 5.0;
     let moved = slots_moved(3, 5, 3);
     let primaries_moved = slots_moved(3, 5, 1);
@@ -377,20 +407,14 @@ fn post(cluster: &Cluster, i: usize, path: &str, body: Option<Value>) -> (Status
 
 #[test]
 fn shrinking_with_leave_and_remove_under_load_loses_nothing_and_a_fresh_node_joins() {
-    use std::sync::atomic::AtomicBool;
-    use std::sync::Arc;
-
-    use quorumkv_tests::history::{check, Promises, Recorder};
-    use quorumkv_tests::workload::{final_state, Workload};
-
     let mut cluster = Cluster::start(5);
     let preloaded = preload(&cluster, 300);
-    let workload = Workload::strict(4, Duration::from_secs(40), 43);
-    let recorder = Recorder::new();
     // The clients talk to the nodes that stay.
-    let urls: Vec<String> = (0..3).map(|i| cluster.url(i)).collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients = workload.start(cluster.http(), &urls, &recorder, &stop);
+    let load = Load::start(
+        &cluster,
+        &[0, 1, 2],
+        Workload::strict(4, Duration::from_secs(40), 43),
+    );
     sleep(Duration::from_secs(2));
 
     // 5 -> 4: node5 leaves, hands its partitions over, and exits 0.
@@ -443,24 +467,7 @@ fn shrinking_with_leave_and_remove_under_load_loses_nothing_and_a_fresh_node_joi
     let (took, _) = wait_balanced(&cluster, &[0, 1, 2], 3, bound);
     println!("remove node4: balanced in {took:.1?}");
 
-    let operations: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
-    let (registers, sets) = final_state(
-        &cluster,
-        0,
-        &workload.register_key_names(),
-        &workload.set_key_names(),
-        Duration::from_secs(30),
-    );
-    let events = recorder.events();
-    let verdict = check(
-        &events,
-        &registers,
-        &sets,
-        Promises {
-            n: 3,
-            assume_ryw: false,
-        },
-    );
+    let (operations, events, verdict) = load.finish(&cluster, 0);
     println!(
         "shrink: {operations} operations, longest window of failed requests {:?}; {}",
         longest_failure_window(&events),

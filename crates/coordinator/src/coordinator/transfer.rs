@@ -182,12 +182,9 @@ impl Coordinator {
     /// exactly, another member's all of them until it advertises that it is done. 0 when
     /// nothing moves.
     pub fn pending_transfers(&self) -> usize {
-        let (Some(ring), Some(next)) = (self.membership.ring(), self.membership.next_ring()) else {
+        let Some((ring, next)) = self.rings_in_change() else {
             return 0;
         };
-        if Arc::ptr_eq(&ring, &next) {
-            return 0;
-        }
         let table = self.membership.table();
         let hash = table.next_ring_hash();
         let mut pending = 0;
@@ -206,16 +203,20 @@ impl Coordinator {
         pending
     }
 
+    /// The current and the next ring while a membership change is under way (they
+    /// differ); `None` when the cluster is balanced or has no ring yet.
+    fn rings_in_change(&self) -> Option<(Arc<Ring>, Arc<Ring>)> {
+        let (ring, next) = (self.membership.ring()?, self.membership.next_ring()?);
+        (!Arc::ptr_eq(&ring, &next)).then_some((ring, next))
+    }
+
     /// Every (partition, new owner) pair of the change under way, done or not: the length
     /// of the progress that [`pending_transfers`](Self::pending_transfers) counts down.
     /// 0 when nothing moves.
     pub fn transfers_total(&self) -> usize {
-        let (Some(ring), Some(next)) = (self.membership.ring(), self.membership.next_ring()) else {
+        let Some((ring, next)) = self.rings_in_change() else {
             return 0;
         };
-        if Arc::ptr_eq(&ring, &next) {
-            return 0;
-        }
         self.membership
             .table()
             .records()
