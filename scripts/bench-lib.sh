@@ -1,10 +1,38 @@
-# Shared by scripts/bench.sh and scripts/profile.sh (sourced, not run): starting servers on
+# Shared by the benchmark and profiling scripts (sourced, not run): their set-up, starting servers on
 # loopback, waiting for them, and stopping every one of them when the script exits.
 #
-# The caller sets: quorumkv (the binary), work (a temporary directory, removed at exit),
-# out (where logs go), and calls `trap stop_all EXIT` before starting anything.
+# The caller sets quorumkv, bench, out and base with `bench_binaries`, and work with
+# `bench_workdir` (which also arranges for `stop_all` at exit) before starting anything.
 
 pids=()
+
+# bench_binaries DEFAULT_PORT_BASE: sets quorumkv and bench (the release binaries under
+# CARGO_TARGET_DIR, default target), out (BENCH_OUT, default bench-results) and base
+# (BENCH_PORT_BASE, default DEFAULT_PORT_BASE); fails when a binary is missing.
+bench_binaries() {
+    local target_dir=${CARGO_TARGET_DIR:-target}
+    quorumkv=$target_dir/release/quorumkv
+    bench=$target_dir/release/quorumkv-bench
+    out=${BENCH_OUT:-bench-results}
+    base=${BENCH_PORT_BASE:-$1}
+    for bin in "$quorumkv" "$bench"; do
+        if [ ! -x "$bin" ]; then
+            echo "$(basename "$0"): $bin is missing; build with cargo build --release --bins" >&2
+            return 1
+        fi
+    done
+}
+
+# bench_workdir NAME: makes the temporary directory ($work, named after NAME) and the log
+# directory, and has every server started here stopped when the script exits or is
+# interrupted.
+bench_workdir() {
+    work=$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")
+    mkdir -p "$out/logs"
+    trap stop_all EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
 
 # Stops every process started here: SIGTERM, up to 10 s for a clean exit (RocksDB flush,
 # etcd's last snapshot), then SIGKILL; removes the temporary directory.

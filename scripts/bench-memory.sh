@@ -14,28 +14,18 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bench-lib.sh
 
-target_dir=${CARGO_TARGET_DIR:-target}
-quorumkv=$target_dir/release/quorumkv
-bench=$target_dir/release/quorumkv-bench
-out=${BENCH_OUT:-bench-results}
-base=${BENCH_PORT_BASE:-27300}
+bench_binaries 27300
 seconds=${MEMORY_SECONDS:-1200}
 keys=${MEMORY_KEYS:-5000000}
 run_seconds=${MEMORY_RUN_SECONDS:-10}
 
-for bin in "$quorumkv" "$bench"; do
-    [ -x "$bin" ] || { echo "bench-memory: $bin is missing; build with cargo build --release --bins" >&2; exit 1; }
-done
 big=($((base + 1)) $((base + 2)) $((base + 3)))
 small=($((base + 11)) $((base + 12)) $((base + 13)))
 require_free_ports "${big[@]}" "${small[@]}"
-work=$(mktemp -d "${TMPDIR:-/tmp}/quorumkv-memory.XXXXXX")
+bench_workdir quorumkv-memory
 results=$out/memory
-mkdir -p "$out/logs" "$results"
+mkdir -p "$results"
 rm -f "$results/rss.csv" "$results/runs.jsonl"
-trap stop_all EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
 
 # rss_mib PID: the resident set of a process, in MiB.
 rss_mib() {

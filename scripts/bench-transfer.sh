@@ -13,26 +13,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bench-lib.sh
 
-target_dir=${CARGO_TARGET_DIR:-target}
-quorumkv=$target_dir/release/quorumkv
-bench=$target_dir/release/quorumkv-bench
-out=${BENCH_OUT:-bench-results}
-base=${BENCH_PORT_BASE:-27200}
+bench_binaries 27200
 keys=${TRANSFER_KEYS:-200000}
 value_bytes=${TRANSFER_VALUE_BYTES:-1024}
 settle=5
 
-for bin in "$quorumkv" "$bench"; do
-    [ -x "$bin" ] || { echo "bench-transfer: $bin is missing; build with cargo build --release --bins" >&2; exit 1; }
-done
 ports=($((base + 1)) $((base + 2)) $((base + 3)) $((base + 4)))
 leave_ports=($((base + 11)) $((base + 12)) $((base + 13)) $((base + 14)))
 require_free_ports "${ports[@]}" "${leave_ports[@]}"
-work=$(mktemp -d "${TMPDIR:-/tmp}/quorumkv-transfer.XXXXXX")
-mkdir -p "$out/logs"
-trap stop_all EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_workdir quorumkv-transfer
 
 # view PORT FIELD: a top-level number of GET /v1/cluster.
 view() {

@@ -20,15 +20,7 @@ case "$profile" in
     full) command_shown="make bench" ;;
     *) echo "usage: $0 quick|full" >&2; exit 2 ;;
 esac
-target_dir=${CARGO_TARGET_DIR:-target}
-quorumkv=$target_dir/release/quorumkv
-bench=$target_dir/release/quorumkv-bench
-out=${BENCH_OUT:-bench-results}
-base=${BENCH_PORT_BASE:-27100}
-
-for bin in "$quorumkv" "$bench"; do
-    [ -x "$bin" ] || { echo "bench: $bin is missing; build with cargo build --release --bins" >&2; exit 1; }
-done
+bench_binaries 27100
 command -v etcd >/dev/null || { echo "bench: etcd is missing; run scripts/install-bench-deps.sh" >&2; exit 1; }
 
 qkv_ports=($((base + 1)) $((base + 2)) $((base + 3)))
@@ -39,12 +31,8 @@ ceiling_port=$((base + 40))
 require_free_ports "${qkv_ports[@]}" "${sync_ports[@]}" "${etcd_client_ports[@]}" \
     "${etcd_peer_ports[@]}" "$ceiling_port"
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/quorumkv-bench.XXXXXX")
 rm -rf "$out/logs"
-mkdir -p "$out/logs"
-trap stop_all EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_workdir quorumkv-bench
 
 start_etcd() {
     local cluster="" i

@@ -14,11 +14,7 @@ cd "$(dirname "$0")/.."
 source scripts/bench-lib.sh
 
 seconds=${1:-10}
-target_dir=${CARGO_TARGET_DIR:-target}
-quorumkv=$target_dir/release/quorumkv
-bench=$target_dir/release/quorumkv-bench
-out=${BENCH_OUT:-bench-results}
-base=${BENCH_PORT_BASE:-27100}
+bench_binaries 27100
 ports=($((base + 51)) $((base + 52)) $((base + 53)))
 
 command -v perf >/dev/null || { echo "profile: perf is missing (Debian: apt-get install linux-perf)" >&2; exit 1; }
@@ -26,16 +22,9 @@ if ! perf stat -e cpu-clock true >/dev/null 2>&1; then
     echo "profile: perf cannot count events here (see /proc/sys/kernel/perf_event_paranoid)" >&2
     exit 1
 fi
-for bin in "$quorumkv" "$bench"; do
-    [ -x "$bin" ] || { echo "profile: $bin is missing; build with cargo build --release --bins" >&2; exit 1; }
-done
 require_free_ports "${ports[@]}"
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/quorumkv-profile.XXXXXX")
-mkdir -p "$out/logs"
-trap stop_all EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_workdir quorumkv-profile
 
 start_quorumkv profile none "${ports[@]}"
 node1=${pids[0]}

@@ -592,6 +592,18 @@ mod tests {
         NodeId::new(s)
     }
 
+    /// A node `name` at `addr` (16 partitions, default detector) starting as `bootstrap` says.
+    fn node(name: &str, addr: &str, zone: Option<&str>, bootstrap: &Bootstrap) -> Membership {
+        Membership::new(
+            id(name),
+            addr.into(),
+            zone.map(String::from),
+            bootstrap,
+            16,
+            DetectorOptions::default(),
+        )
+    }
+
     fn founding(seeds: &[String], known: &[KnownPeer]) -> Bootstrap {
         Bootstrap {
             seeds: seeds.to_vec(),
@@ -603,14 +615,7 @@ mod tests {
     #[test]
     fn ring_forms_only_once_every_seed_is_known() {
         let seeds = vec!["h:2".to_string(), "h:3".to_string(), "h:1".to_string()];
-        let m = Membership::new(
-            id("a"),
-            "h:1".into(),
-            None,
-            &founding(&seeds, &[]),
-            16,
-            DetectorOptions::default(),
-        );
+        let m = node("a", "h:1", None, &founding(&seeds, &[]));
         assert!(m.ring().is_none());
         assert_eq!(m.unknown_seeds(), vec!["h:2", "h:3"]);
         assert!(m.record_alive("h:2", id("b"), None));
@@ -624,13 +629,11 @@ mod tests {
     #[test]
     fn known_peers_make_a_restarted_node_ready_at_once() {
         let seeds = vec!["h:2".to_string()];
-        let m = Membership::new(
-            id("a"),
-            "h:1".into(),
+        let m = node(
+            "a",
+            "h:1",
             None,
             &founding(&seeds, &[(id("b"), "h:2".into(), None)]),
-            16,
-            DetectorOptions::default(),
         );
         assert!(m.ring().is_some());
         assert!(!m.is_up(&id("b")));
@@ -643,14 +646,7 @@ mod tests {
     #[test]
     fn zones_learned_from_peers_shape_the_ring() {
         let seeds: Vec<String> = (2..=6).map(|i| format!("h:{i}")).collect();
-        let m = Membership::new(
-            id("n1"),
-            "h:1".into(),
-            Some("z1".into()),
-            &founding(&seeds, &[]),
-            16,
-            DetectorOptions::default(),
-        );
+        let m = node("n1", "h:1", Some("z1"), &founding(&seeds, &[]));
         for i in 2..=6 {
             let zone = format!("z{}", (i - 1) % 3 + 1);
             assert!(m.record_alive(&format!("h:{i}"), id(&format!("n{i}")), Some(zone)));
@@ -676,28 +672,19 @@ mod tests {
     #[test]
     fn a_joining_node_adopts_the_table_of_a_seed_and_stays_out_of_the_ring() {
         let seeds = vec!["h:1".to_string()];
-        let joiner = Membership::new(
-            id("d"),
-            "h:4".into(),
+        let joiner = node(
+            "d",
+            "h:4",
             None,
             &Bootstrap {
                 seeds: seeds.clone(),
                 joining: true,
                 ..Bootstrap::default()
             },
-            16,
-            DetectorOptions::default(),
         );
         assert!(joiner.ring().is_none());
         assert_eq!(joiner.gossip_target().as_deref(), Some("h:1"));
-        let founder = Membership::new(
-            id("a"),
-            "h:1".into(),
-            None,
-            &founding(&["h:1".to_string()], &[]),
-            16,
-            DetectorOptions::default(),
-        );
+        let founder = node("a", "h:1", None, &founding(&["h:1".to_string()], &[]));
         // Push-pull: the seed merges the joiner's table, the joiner the seed's answer.
         assert!(founder.merge_records(joiner.records()));
         assert!(joiner.merge_records(founder.records()));
@@ -723,14 +710,7 @@ mod tests {
     #[test]
     fn a_removed_member_is_not_probed_and_does_not_come_back() {
         let seeds = vec!["h:1".to_string(), "h:2".to_string()];
-        let m = Membership::new(
-            id("a"),
-            "h:1".into(),
-            None,
-            &founding(&seeds, &[]),
-            16,
-            DetectorOptions::default(),
-        );
+        let m = node("a", "h:1", None, &founding(&seeds, &[]));
         m.record_alive("h:2", id("b"), None);
         let mut gone = MemberRecord::new(id("c"), "h:3".into(), None, MemberState::Removed);
         gone.version = 3;
@@ -744,14 +724,7 @@ mod tests {
     #[test]
     fn a_seed_answering_with_our_own_id_is_not_a_member() {
         let seeds = vec!["localhost:1".to_string()];
-        let m = Membership::new(
-            id("a"),
-            "h:1".into(),
-            None,
-            &founding(&seeds, &[]),
-            16,
-            DetectorOptions::default(),
-        );
+        let m = node("a", "h:1", None, &founding(&seeds, &[]));
         assert!(m.ring().is_none());
         assert!(!m.record_alive("localhost:1", id("a"), None));
         assert_eq!(m.ring().expect("ring").members(), &[id("a")]);

@@ -3,28 +3,16 @@
 
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 
-use std::path::Path;
-
-use bytes::Bytes;
 use quorumkv_replica::{
-    encode_record, GroupWrite, Store, StoreError, StoreOptions, SyncPolicy, Value, VersionVector,
-    VersionedObject, Wait, WouldBlock,
+    encode_record, GroupWrite, Store, StoreError, StoreOptions, SyncPolicy, VersionVector, Wait,
+    WouldBlock,
 };
 use tempfile::TempDir;
 
+mod support;
+use support::{open, text, values};
+
 const BUCKET: &[u8] = b"users";
-
-fn open(dir: &Path) -> Store {
-    Store::open(dir, StoreOptions::default()).unwrap()
-}
-
-fn text(s: &str) -> Value {
-    Value::data("text/plain", Bytes::copy_from_slice(s.as_bytes()))
-}
-
-fn values(obj: &VersionedObject) -> Vec<&[u8]> {
-    obj.live_values().map(|(_, b)| b.as_ref()).collect()
-}
 
 /// (partition, [(bucket, root)]) for every partition that holds keys.
 type Roots = Vec<(u32, Vec<(Vec<u8>, u64)>)>;

@@ -5,26 +5,16 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use quorumkv_replica::{
     encode_record, ActorId, CodecError, Dot, GroupWrite, Sibling, Store, StoreError, StoreOptions,
     SyncPolicy, Value, VersionError, VersionVector, VersionedObject, Wait,
 };
 use tempfile::TempDir;
 
+mod support;
+use support::{open, text, values};
+
 const BUCKET: &[u8] = b"users";
-
-fn open(dir: &Path) -> Store {
-    Store::open(dir, StoreOptions::default()).unwrap()
-}
-
-fn text(s: &str) -> Value {
-    Value::data("text/plain", Bytes::copy_from_slice(s.as_bytes()))
-}
-
-fn values(obj: &VersionedObject) -> Vec<&[u8]> {
-    obj.live_values().map(|(_, b)| b.as_ref()).collect()
-}
 
 #[test]
 fn coordinate_then_get_round_trips() {
