@@ -3,7 +3,9 @@
 # 3-node cluster (--sync none), 100,000 keys preloaded, then 32 clients writing 100-byte
 # values at w=2 while perf samples node 1 (CPU-clock sampling, so it also works where
 # hardware counters are not exposed; DWARF call graphs, as release builds keep no frame
-# pointers). Writes the reports to bench-results/profile-*.txt and prints their heads.
+# pointers). Writes the reports to bench-results/profile-*.txt, a flame graph to
+# bench-results/profile-flamegraph.svg (its folded stacks beside it), and prints the
+# reports' heads.
 # Every process is stopped on exit.
 #
 # Usage: scripts/profile.sh [SECONDS]   (seconds of sampling, default 10)
@@ -50,6 +52,9 @@ report() { perf report -i "$work/perf.data" --stdio "$@" 2>/dev/null | sed 's/[ 
 report --no-children --sort dso -g none >"$out/profile-dso.txt"
 report --no-children --sort dso,symbol -g none --percent-limit 0.5 >"$out/profile-self.txt"
 report --children --sort symbol -g none --percent-limit 3 >"$out/profile-inclusive.txt"
+perf script -i "$work/perf.data" 2>/dev/null >"$work/perf.script"
+"$bench" flamegraph --perf-script "$work/perf.script" --out "$out/profile-flamegraph.svg" \
+    --title "quorumkv node 1, writes w=2, 32 clients"
 
 sed -n 1p "$out/profile-load.txt"
 echo "--- node 1, CPU time by binary"

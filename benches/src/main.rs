@@ -15,6 +15,7 @@
 //! - [`runner`]: closed and open loops, HDR histograms, the progress bar.
 //! - [`report`]: results as JSON lines, medians across repetitions, markdown.
 //! - [`plot`]: SVG plots of throughput and latency against concurrency.
+//! - [`flame`]: flame graphs of a perf profile (`scripts/profile.sh`).
 //! - [`matrix`]: the experiment `make bench` runs, and the section of BENCHMARKS.md it
 //!   writes.
 //!
@@ -27,6 +28,7 @@
 //! writes carry the causal context of the key's last answer, as a well-behaved client's
 //! do; blind writes would pile up siblings and measure that instead.
 
+mod flame;
 mod matrix;
 mod plot;
 mod report;
@@ -72,6 +74,9 @@ enum Command {
     Report(ReportArgs),
     /// Serves the ceiling: 200 and a fixed body for every request.
     ServeCeiling(CeilingArgs),
+    /// Draws a flame graph (SVG) of the output of `perf script`, and writes its folded
+    /// stacks beside it.
+    Flamegraph(FlamegraphArgs),
 }
 
 #[derive(Debug, Args)]
@@ -206,8 +211,25 @@ struct CeilingArgs {
     max_seconds: u64,
 }
 
+#[derive(Debug, Args)]
+struct FlamegraphArgs {
+    /// The output of `perf script` for a profile recorded with call graphs.
+    #[arg(long)]
+    perf_script: PathBuf,
+    /// The SVG to write; the folded stacks go beside it, with the extension `.folded`.
+    #[arg(long)]
+    out: PathBuf,
+    /// The title drawn above the graph.
+    #[arg(long, default_value = "quorumkv")]
+    title: String,
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::Flamegraph(args) = &cli.command {
+        // Pure file work: no runtime needed.
+        return flame::render(&args.perf_script, &args.out, &args.title);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cli.threads.max(1))
         .enable_all()
@@ -239,6 +261,7 @@ fn main() -> anyhow::Result<()> {
                 targets::ceiling::serve(args.listen, body, Duration::from_secs(args.max_seconds))
                     .await
             }
+            Command::Flamegraph(_) => unreachable!("handled before the runtime starts"),
         }
     })
 }

@@ -26,9 +26,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// above: memtable blocks, block-cache entries, table readers. glibc gives each thread
 /// that contends for the heap an arena of its own, up to eight per core, and memory freed
 /// in one arena serves only that arena. Under 20 minutes of writes over 5 million keys a
-/// node's resident set grew to 325-370 MiB with the default; with two arenas it stays
-/// about 70 MiB lower (BENCHMARKS.md, "Memory over 20 minutes"). The Rust side, where
-/// most allocations happen, is unaffected: it is served by mimalloc.
+/// node's resident set grew to 325-370 MiB with the default, and to 230-251 MiB with two
+/// arenas, at the same throughput (BENCHMARKS.md, "Memory over 20 minutes"). The Rust
+/// side, where most allocations happen, is unaffected: it is served by mimalloc.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MALLOC_ARENAS: libc::c_int = 2;
 
