@@ -2,10 +2,10 @@
 //!
 //! `scripts/profile.sh` samples a node with perf; its text reports rank functions, but a
 //! cost spread over many small frames (an HTTP exchange, a RocksDB write) shows only as a
-//! whole in a flame graph, where each box is a function and its width the share of samples
+//! whole in a flame graph, where each box is a function and its width the share of time
 //! in which it was on the stack. inferno does both steps of Brendan Gregg's flame graph
 //! tools: fold the stacks that `perf script` prints into one line per distinct stack with
-//! its count, then draw the folded stacks. Done here, the profile needs nothing beyond perf
+//! its weight, then draw the folded stacks. Done here, the profile needs nothing beyond perf
 //! and the bench binary.
 
 use std::fs::File;

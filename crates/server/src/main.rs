@@ -20,25 +20,26 @@ use crate::cli::{Cli, Command};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The most malloc arenas glibc may create (`M_ARENA_MAX`).
+/// Bounds the malloc arenas glibc may create (`M_ARENA_MAX`) to one per core the process
+/// may use, at least two; called first thing in `main`, before any other thread exists.
 ///
 /// RocksDB is C++ and allocates through glibc's malloc, not through the global allocator
 /// above: memtable blocks, block-cache entries, table readers. glibc gives each thread
 /// that contends for the heap an arena of its own, up to eight per core, and memory freed
-/// in one arena serves only that arena. Under 20 minutes of writes over 5 million keys a
-/// node's resident set grew to 325-370 MiB with the default, and to 230-251 MiB with two
-/// arenas, at the same throughput (BENCHMARKS.md, "Memory over 20 minutes"). The Rust
-/// side, where most allocations happen, is unaffected: it is served by mimalloc.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MALLOC_ARENAS: libc::c_int = 2;
-
-/// Applies [`MALLOC_ARENAS`]; called first thing in `main`, before any other thread exists.
+/// in one arena serves only that arena. Under 20 minutes of writes over 5 million keys on
+/// two cores, a node's resident set grew to 325-370 MiB with the default, and to 230-251
+/// MiB with two arenas, at the same throughput (BENCHMARKS.md, "Memory over 20
+/// minutes"). One arena per core keeps threads from queueing for an arena on a larger
+/// machine. The Rust side, where most allocations happen, is unaffected: it is served by
+/// mimalloc.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn limit_malloc_arenas() {
+    let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+    let arenas = libc::c_int::try_from(cores.max(2)).unwrap_or(libc::c_int::MAX);
     // SAFETY: `mallopt` only sets a tunable of the C allocator; it takes no pointers and is
     // called before any other thread could be allocating.
-    let done = unsafe { libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS) };
+    let done = unsafe { libc::mallopt(libc::M_ARENA_MAX, arenas) };
     if done != 1 {
         eprintln!("quorumkv: could not limit malloc arenas; memory use may be higher");
     }
