@@ -57,6 +57,7 @@ fn a_bad_file_stops_the_node_naming_the_option() {
         ("node_id = \"n\"\nmax_value_byte = 10\n", "max_value_byte"),
         ("node_id = \"n\"\ndefault_n = 99\n", "default-n"),
         ("node_id = \"n\"\nsync = \"sometimes\"\n", "sync"),
+        ("node_id = \"n\"\nmemtable_mib = 4\n", "memtable-mib"),
     ] {
         let config = files.path().join("bad.toml");
         std::fs::write(&config, text).unwrap();

@@ -135,7 +135,8 @@ fn key_requests_are_timed_by_operation_and_the_quorum_they_resolved_to() {
 fn rocksdb_figures_follow_the_data_into_the_memtable_then_into_sst_files() {
     const KEYS: u8 = 50;
     const VALUE_BYTES: usize = 1024;
-    let mut cluster = Cluster::start(3);
+    // A block cache smaller than the default, to see the flag reach RocksDB.
+    let mut cluster = Cluster::start_with(3, &["--block-cache-mib", "16"]);
     for i in 0..KEYS {
         // Random bytes, so LZ4 cannot shrink the SST files below the data's size.
         let value: Vec<u8> = (0..VALUE_BYTES).map(|_| rand::random()).collect();
@@ -166,6 +167,15 @@ fn rocksdb_figures_follow_the_data_into_the_memtable_then_into_sst_files() {
         Some(0.0)
     );
     assert!(sample(&written, "quorumkv_rocksdb_running_compactions", &[]).is_some());
+    assert_eq!(
+        sample(&written, "quorumkv_rocksdb_block_cache_capacity_bytes", &[]),
+        Some(f64::from(16u32 << 20))
+    );
+    // No SST file is open yet, so no index or filter block is held.
+    assert_eq!(
+        sample(&written, "quorumkv_rocksdb_table_readers_bytes", &data),
+        Some(0.0)
+    );
     for kind in ["delayed", "stopped"] {
         let labels = [data[0].clone(), format!("kind=\"{kind}\"")];
         assert_eq!(
@@ -193,6 +203,15 @@ fn rocksdb_figures_follow_the_data_into_the_memtable_then_into_sst_files() {
         sample(&restarted, "quorumkv_rocksdb_estimated_keys", &[]),
         Some(f64::from(KEYS))
     );
+    // The flushed file is open, its index and filter in memory; reading every key back
+    // brings its blocks into the cache.
+    assert!(sample(&restarted, "quorumkv_rocksdb_table_readers_bytes", &data).unwrap() > 0.0);
+    for i in 0..KEYS {
+        let response = cluster.get(0, "engine", &[b'k', i], "r=1");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let read = scrape(&cluster, 0);
+    assert!(sample(&read, "quorumkv_rocksdb_block_cache_usage_bytes", &[]).unwrap() > 0.0);
 }
 
 /// The `/metrics` page of node `i`.

@@ -138,6 +138,9 @@ fn set_engine_metrics(stats: &EngineStats) {
         if let Some(bytes) = cf.memtable_bytes {
             metrics::gauge!("quorumkv_rocksdb_memtable_bytes", "cf" => name).set(bytes as f64);
         }
+        if let Some(bytes) = cf.table_readers_bytes {
+            metrics::gauge!("quorumkv_rocksdb_table_readers_bytes", "cf" => name).set(bytes as f64);
+        }
         if let Some(bytes) = cf.pending_compaction_bytes {
             metrics::gauge!("quorumkv_rocksdb_pending_compaction_bytes", "cf" => name)
                 .set(bytes as f64);
@@ -162,5 +165,11 @@ fn set_engine_metrics(stats: &EngineStats) {
     }
     if let Some(keys) = stats.estimated_keys {
         metrics::gauge!("quorumkv_rocksdb_estimated_keys").set(keys as f64);
+    }
+    if let Some(bytes) = stats.block_cache_capacity {
+        metrics::gauge!("quorumkv_rocksdb_block_cache_capacity_bytes").set(bytes as f64);
+    }
+    if let Some(bytes) = stats.block_cache_usage {
+        metrics::gauge!("quorumkv_rocksdb_block_cache_usage_bytes").set(bytes as f64);
     }
 }

@@ -81,6 +81,7 @@ pub use object::{Sibling, Value, VersionedObject};
 #[cfg(feature = "rocksdb-store")]
 pub use store::{
     ColumnFamilyStats, EngineStats, GroupWrite, Hint, HintRefusal, Store, StoreOptions, SyncPolicy,
-    Tombstone, TombstonePage, Wait, WouldBlock,
+    Tombstone, TombstonePage, Wait, WouldBlock, DEFAULT_BLOCK_CACHE_BYTES,
+    DEFAULT_MEMTABLE_BUDGET_BYTES, MIN_MEMTABLE_BUDGET_BYTES,
 };
 pub use version::{ActorId, Dot, VersionVector};

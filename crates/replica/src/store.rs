@@ -65,7 +65,7 @@
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompactionStyle,
@@ -112,19 +112,26 @@ const META_NODE_PREFIX: &[u8] = b"node/";
 /// threads that can write at once, so unrelated keys rarely share a stripe.
 const KEY_LOCK_STRIPES: usize = 1024;
 
-/// The block cache, shared by every column family (and every store of the
-/// process), so that one bound holds whatever the mix of reads: decompressed
-/// data blocks of point lookups and of anti-entropy scans. Index and filter
-/// blocks stay outside it, with the open table files (a few MiB per million
-/// keys): charged to a cache this size they were evicted by data blocks, and
-/// 20 minutes of writes over 5 million keys ran at a quarter of the speed.
-const BLOCK_CACHE_BYTES: usize = 64 << 20;
+/// The default size of the block cache ([`StoreOptions::block_cache_bytes`]).
+///
+/// The cache is shared by every column family of a store, so that one bound holds
+/// whatever the mix of reads: decompressed data blocks of point lookups and of
+/// anti-entropy scans. Index and filter blocks stay outside it, with the open table
+/// files (a few MiB per million keys): charged to a cache this size they were evicted
+/// by data blocks, and 20 minutes of writes over 5 million keys ran at a quarter of the
+/// speed.
+pub const DEFAULT_BLOCK_CACHE_BYTES: usize = 64 << 20;
 
-/// What the memtables of all column families may hold together; past it,
-/// RocksDB flushes the largest. Without it each column family written
-/// (`data` and `aae`) could hold two 64 MiB memtables, and a node's resident
-/// set swung between 240 and 390 MiB under a long write load.
-const MEMTABLE_BUDGET_BYTES: usize = 64 << 20;
+/// The default budget of the memtables ([`StoreOptions::memtable_budget_bytes`]).
+///
+/// Without a budget shared by the column families, each one written (`data` and `aae`)
+/// could hold two 64 MiB memtables, and a node's resident set swung between 240 and 390
+/// MiB under a long write load.
+pub const DEFAULT_MEMTABLE_BUDGET_BYTES: usize = 64 << 20;
+
+/// The smallest memtable budget a store accepts: RocksDB reads 0 as "no budget", and a
+/// budget of a few KiB would flush after every write group.
+pub const MIN_MEMTABLE_BUDGET_BYTES: usize = 1 << 20;
 
 /// Bloom filter density for the data column family: 10 bits per key gives
 /// about a 1% false-positive rate, so a lookup of an absent key (every first
@@ -151,6 +158,13 @@ pub struct StoreOptions {
     /// trees: `log2` of the ring's partition count (default 8, for 256 partitions), at
     /// most [`MAX_PARTITION_BITS`]. A change rebuilds the trees at the next open.
     pub partition_bits: u8,
+    /// Capacity of the block cache that serves every column family, in bytes (0: no
+    /// cache). Default [`DEFAULT_BLOCK_CACHE_BYTES`].
+    pub block_cache_bytes: usize,
+    /// What the memtables of all column families may hold together, in bytes; past it,
+    /// RocksDB flushes the largest. At least [`MIN_MEMTABLE_BUDGET_BYTES`]. Default
+    /// [`DEFAULT_MEMTABLE_BUDGET_BYTES`].
+    pub memtable_budget_bytes: usize,
 }
 
 impl Default for StoreOptions {
@@ -158,6 +172,8 @@ impl Default for StoreOptions {
         StoreOptions {
             sync: SyncPolicy::default(),
             partition_bits: 8,
+            block_cache_bytes: DEFAULT_BLOCK_CACHE_BYTES,
+            memtable_budget_bytes: DEFAULT_MEMTABLE_BUDGET_BYTES,
         }
     }
 }
@@ -242,28 +258,38 @@ impl Store {
     ///
     /// # Errors
     /// [`StoreError::Io`] if the directory cannot be created,
-    /// [`StoreError::Db`] if RocksDB cannot open it, and
-    /// [`StoreError::Corrupt`] if the stored actor id is unreadable.
+    /// [`StoreError::Db`] if RocksDB cannot open it,
+    /// [`StoreError::Corrupt`] if the stored actor id is unreadable, and
+    /// [`StoreError::InvalidOptions`] for a memtable budget under
+    /// [`MIN_MEMTABLE_BUDGET_BYTES`] or more than [`MAX_PARTITION_BITS`] partition bits.
     pub fn open(path: &Path, options: StoreOptions) -> Result<Store, StoreError> {
+        if options.memtable_budget_bytes < MIN_MEMTABLE_BUDGET_BYTES {
+            return Err(StoreError::InvalidOptions(format!(
+                "memtable_budget_bytes is {}; at least {MIN_MEMTABLE_BUDGET_BYTES} is required",
+                options.memtable_budget_bytes
+            )));
+        }
         std::fs::create_dir_all(path)?;
 
-        let mut db_options = column_family_options();
+        let cache = Cache::new_lru_cache(options.block_cache_bytes);
+        let mut db_options = column_family_options(&cache);
         db_options.create_if_missing(true);
         db_options.create_missing_column_families(true);
         // RocksDB's info log is for operators; a few files are plenty.
         db_options.set_keep_log_file_num(4);
-        db_options.set_db_write_buffer_size(MEMTABLE_BUDGET_BYTES);
+        db_options.set_db_write_buffer_size(options.memtable_budget_bytes);
 
+        let aae_options = aae_column_family_options(&cache);
         let column_families = [
-            ColumnFamilyDescriptor::new(CF_DATA, data_column_family_options()),
-            ColumnFamilyDescriptor::new(CF_META, column_family_options()),
-            ColumnFamilyDescriptor::new(CF_HINTS, column_family_options()),
-            ColumnFamilyDescriptor::new(CF_AAE, aae_column_family_options()),
+            ColumnFamilyDescriptor::new(CF_DATA, data_column_family_options(&cache)),
+            ColumnFamilyDescriptor::new(CF_META, column_family_options(&cache)),
+            ColumnFamilyDescriptor::new(CF_HINTS, column_family_options(&cache)),
+            ColumnFamilyDescriptor::new(CF_AAE, aae_options.clone()),
         ];
         let mut db = DB::open_cf_descriptors(&db_options, path, column_families)?;
         let (actor, new) = load_or_create_actor(&db)?;
         let actor = start_incarnation(&db, actor, new)?;
-        let aae = antientropy::HashTrees::open(&mut db, options.partition_bits)?;
+        let aae = antientropy::HashTrees::open(&mut db, options.partition_bits, &aae_options)?;
         tracing::info!(path = %path.display(), %actor, "replica store opened");
 
         let mut write_options = WriteOptions::default();
@@ -546,34 +572,28 @@ fn stripe_of(data_key: &[u8]) -> usize {
     (xxhash_rust::xxh3::xxh3_64(data_key) % KEY_LOCK_STRIPES as u64) as usize
 }
 
-/// The process's block cache (see [`BLOCK_CACHE_BYTES`]).
-fn block_cache() -> &'static Cache {
-    static CACHE: OnceLock<Cache> = OnceLock::new();
-    CACHE.get_or_init(|| Cache::new_lru_cache(BLOCK_CACHE_BYTES))
-}
-
-/// Table options on the shared block cache.
-fn table_options() -> BlockBasedOptions {
+/// Table options on the store's block cache, which every column family shares.
+fn table_options(cache: &Cache) -> BlockBasedOptions {
     let mut table = BlockBasedOptions::default();
-    table.set_block_cache(block_cache());
+    table.set_block_cache(cache);
     table
 }
 
 /// Options shared by every column family (and used as the DB options).
-fn column_family_options() -> Options {
+fn column_family_options(cache: &Cache) -> Options {
     let mut options = Options::default();
     options.set_compression_type(DBCompressionType::Lz4);
     options.set_compaction_style(DBCompactionStyle::Level);
-    options.set_block_based_table_factory(&table_options());
+    options.set_block_based_table_factory(&table_options(cache));
     options
 }
 
 /// Options of the data column family, tuned for point lookups.
-fn data_column_family_options() -> Options {
-    let mut table = table_options();
+fn data_column_family_options(cache: &Cache) -> Options {
+    let mut table = table_options(cache);
     // Full (not block-based) filters: one probe per SST file per lookup.
     table.set_bloom_filter(DATA_BLOOM_BITS_PER_KEY, false);
-    let mut options = column_family_options();
+    let mut options = column_family_options(cache);
     options.set_block_based_table_factory(&table);
     options
 }
@@ -581,8 +601,8 @@ fn data_column_family_options() -> Options {
 /// Options of the `aae` column family: written with every record, read by
 /// prefix scans only (the write path derives a key's previous digest from
 /// its record rather than looking it up here), so no bloom filter.
-fn aae_column_family_options() -> Options {
-    column_family_options()
+fn aae_column_family_options(cache: &Cache) -> Options {
+    column_family_options(cache)
 }
 
 /// Returns a column family handle by name.

@@ -81,6 +81,16 @@ pub struct ServeArgs {
     /// fsync policy of the write-ahead log.
     #[arg(long, env = "QUORUMKV_SYNC", value_enum, default_value_t = SyncArg::None)]
     pub sync: SyncArg,
+    /// RocksDB's block cache, in MiB: recently read blocks of every column family. Part of
+    /// the node's memory with --memtable-mib (see BENCHMARKS.md, "Memory over 20 minutes").
+    #[arg(long, env = "QUORUMKV_BLOCK_CACHE_MIB", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
+    pub block_cache_mib: u32,
+    /// What RocksDB's memtables may hold together, in MiB; past it the largest is flushed
+    /// to disk.
+    #[arg(long, env = "QUORUMKV_MEMTABLE_MIB", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(8..=65_536))]
+    pub memtable_mib: u32,
     /// The largest value a client may write, in bytes.
     #[arg(long, env = "QUORUMKV_MAX_VALUE_BYTES", default_value_t = 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1..=64 * 1024 * 1024))]

@@ -90,11 +90,16 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         SyncArg::Always => SyncPolicy::Always,
     };
     let data_dir = args.data_dir.clone();
+    // Mebibytes to bytes; the flags' ranges keep it well within usize.
+    let mib = |mib: u32| usize::try_from(u64::from(mib) << 20).unwrap_or(usize::MAX);
+    let (block_cache_mib, memtable_mib) = (args.block_cache_mib, args.memtable_mib);
     let store = tokio::task::spawn_blocking(move || {
         Store::open(
             &data_dir,
             StoreOptions {
                 sync,
+                block_cache_bytes: mib(block_cache_mib),
+                memtable_budget_bytes: mib(memtable_mib),
                 ..StoreOptions::default()
             },
         )

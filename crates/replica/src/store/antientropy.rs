@@ -57,7 +57,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use rocksdb::{IteratorMode, ReadOptions, WriteBatch, DB};
+use rocksdb::{IteratorMode, Options, ReadOptions, WriteBatch, DB};
 use xxhash_rust::xxh3::{xxh3_64, Xxh3Default};
 
 use super::{
@@ -187,7 +187,12 @@ pub(super) struct HashTrees {
 impl HashTrees {
     /// Rebuilds the `aae` column family if it cannot be trusted, then builds the trees
     /// from it. Blocking: scans the column family (and the data, when rebuilding).
-    pub(super) fn open(db: &mut DB, partition_bits: u8) -> Result<HashTrees, StoreError> {
+    /// `aae_options` are the column family's options, for when it is created again.
+    pub(super) fn open(
+        db: &mut DB,
+        partition_bits: u8,
+        aae_options: &Options,
+    ) -> Result<HashTrees, StoreError> {
         if partition_bits > MAX_PARTITION_BITS {
             return Err(StoreError::InvalidOptions(format!(
                 "partition_bits is {partition_bits}; at most {MAX_PARTITION_BITS} are allowed"
@@ -203,11 +208,11 @@ impl HashTrees {
             None
         };
         if let Some(reason) = reason {
-            rebuild(db, partition_bits, reason)?;
+            rebuild(db, partition_bits, reason, aae_options)?;
         }
         match load(db, partition_bits) {
             Err(LoadError::Damaged(reason)) => {
-                rebuild(db, partition_bits, reason)?;
+                rebuild(db, partition_bits, reason, aae_options)?;
                 load(db, partition_bits).map_err(|error| match error {
                     LoadError::Damaged(reason) => StoreError::Db(format!(
                         "anti-entropy digests unreadable right after a rebuild: {reason}"
@@ -315,7 +320,12 @@ fn parse_digest(value: &[u8]) -> Option<u64> {
 }
 
 /// Rewrites the `aae` column family from a scan of the data, then writes the marker.
-fn rebuild(db: &mut DB, partition_bits: u8, reason: &str) -> Result<(), StoreError> {
+fn rebuild(
+    db: &mut DB,
+    partition_bits: u8,
+    reason: &str,
+    aae_options: &Options,
+) -> Result<(), StoreError> {
     let started = Instant::now();
     if is_empty(db, CF_DATA)? {
         // A new store: nothing to index, only the marker to write.
@@ -330,7 +340,7 @@ fn rebuild(db: &mut DB, partition_bits: u8, reason: &str) -> Result<(), StoreErr
     db.delete_cf_opt(column_family(db, CF_META)?, META_AAE_FORMAT, &durable)?;
     // Dropping the family discards every old entry at once, whatever its layout.
     db.drop_cf(CF_AAE)?;
-    db.create_cf(CF_AAE, &super::aae_column_family_options())?;
+    db.create_cf(CF_AAE, aae_options)?;
 
     let data = column_family(db, CF_DATA)?;
     let aae = column_family(db, CF_AAE)?;

@@ -1,5 +1,6 @@
-//! RocksDB's own figures about the store, for monitoring: SST and memtable sizes,
-//! compaction debt, write stalls, an estimate of the number of keys.
+//! RocksDB's own figures about the store, for monitoring: SST and memtable sizes, the
+//! block cache and the memory of open table files, compaction debt, write stalls, an
+//! estimate of the number of keys.
 //!
 //! Every figure is read from a RocksDB property, which RocksDB keeps up to date anyway:
 //! reading them costs a few lookups under RocksDB's DB mutex and no I/O, and nothing is
@@ -35,6 +36,11 @@ pub struct EngineStats {
     /// RocksDB's estimate of the keys in the `data` column family, tombstones included
     /// (`rocksdb.estimate-num-keys`); overwrites not yet compacted count more than once.
     pub estimated_keys: Option<u64>,
+    /// Capacity of the block cache the column families share, in bytes
+    /// (`rocksdb.block-cache-capacity`).
+    pub block_cache_capacity: Option<u64>,
+    /// Bytes the block cache holds now (`rocksdb.block-cache-usage`).
+    pub block_cache_usage: Option<u64>,
 }
 
 /// Figures of one column family.
@@ -47,6 +53,9 @@ pub struct ColumnFamilyStats {
     pub sst_bytes: Option<u64>,
     /// Bytes of its active and immutable memtables (`rocksdb.cur-size-all-mem-tables`).
     pub memtable_bytes: Option<u64>,
+    /// Bytes its open SST files hold in memory outside the block cache, mostly index and
+    /// filter blocks (`rocksdb.estimate-table-readers-mem`); grows with the data.
+    pub table_readers_bytes: Option<u64>,
     /// Bytes compaction must rewrite to bring every level under its target size
     /// (`rocksdb.estimate-pending-compaction-bytes`); RocksDB delays, then stops, writes
     /// when this grows past its limits.
@@ -73,6 +82,7 @@ impl Store {
                 name,
                 sst_bytes: int(properties::TOTAL_SST_FILES_SIZE)?,
                 memtable_bytes: int(properties::CUR_SIZE_ALL_MEM_TABLES)?,
+                table_readers_bytes: int(properties::ESTIMATE_TABLE_READERS_MEM)?,
                 pending_compaction_bytes: int(properties::ESTIMATE_PENDING_COMPACTION_BYTES)?,
                 write_delays: stalls
                     .as_deref()
@@ -83,6 +93,9 @@ impl Store {
             });
         }
         let db_int = |property: &PropName| self.db.property_int_value(property);
+        // Every column family reports the one cache they share; `data` stands for all.
+        let data = self.cf(CF_DATA)?;
+        let cache = |property: &PropName| self.db.property_int_value_cf(data, property);
         Ok(EngineStats {
             column_families,
             write_stopped: db_int(properties::IS_WRITE_STOPPED)?.map(|v| v != 0),
@@ -90,7 +103,9 @@ impl Store {
             running_compactions: db_int(properties::NUM_RUNNING_COMPACTIONS)?,
             estimated_keys: self
                 .db
-                .property_int_value_cf(self.cf(CF_DATA)?, properties::ESTIMATE_NUM_KEYS)?,
+                .property_int_value_cf(data, properties::ESTIMATE_NUM_KEYS)?,
+            block_cache_capacity: cache(properties::BLOCK_CACHE_CAPACITY)?,
+            block_cache_usage: cache(properties::BLOCK_CACHE_USAGE)?,
         })
     }
 }
@@ -166,5 +181,60 @@ mod tests {
         );
         assert_eq!(flushed.estimated_keys, Some(100));
         assert_eq!(flushed.running_compactions.map(|n| n <= 1), Some(true));
+        assert_eq!(
+            flushed.block_cache_capacity,
+            Some(crate::store::DEFAULT_BLOCK_CACHE_BYTES as u64)
+        );
+        // The flushed file is open, with its index and filter in memory.
+        assert!(
+            data(&flushed).table_readers_bytes > Some(0),
+            "no table reader memory after a flush: {flushed:?}"
+        );
+    }
+
+    #[test]
+    fn the_block_cache_and_memtable_budget_are_the_ones_asked_for() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let options = crate::store::StoreOptions {
+            block_cache_bytes: 8 << 20,
+            memtable_budget_bytes: 8 << 20,
+            ..crate::store::StoreOptions::default()
+        };
+        let store = Store::open(dir.path(), options).expect("open");
+        let stats = store.engine_stats().expect("stats");
+        assert_eq!(stats.block_cache_capacity, Some(8 << 20));
+        drop(store);
+        // RocksDB records the budget in the options file of the database.
+        let options_file = std::fs::read_dir(dir.path())
+            .expect("list the database")
+            .filter_map(Result::ok)
+            .find(|entry| entry.file_name().to_string_lossy().starts_with("OPTIONS-"))
+            .expect("an options file");
+        let text = std::fs::read_to_string(options_file.path()).expect("read the options file");
+        assert!(
+            text.contains(&format!("db_write_buffer_size={}", 8 << 20)),
+            "the memtable budget is not in the options file"
+        );
+    }
+
+    #[test]
+    fn a_memtable_budget_below_the_minimum_is_refused() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let options = crate::store::StoreOptions {
+            memtable_budget_bytes: 0,
+            ..crate::store::StoreOptions::default()
+        };
+        let error = Store::open(dir.path(), options).expect_err("a budget of 0 is refused");
+        assert!(
+            matches!(&error, StoreError::InvalidOptions(message) if message.contains("memtable_budget_bytes")),
+            "{error}"
+        );
+        assert!(
+            std::fs::read_dir(dir.path())
+                .expect("list")
+                .next()
+                .is_none(),
+            "nothing was created for a refused store"
+        );
     }
 }

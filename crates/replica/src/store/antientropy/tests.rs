@@ -319,7 +319,9 @@ fn rebuild_on_start_time_is_reported() {
     assert_eq!(snapshot(&store), before);
 
     let started = Instant::now();
-    rebuild(&mut store.db, 8, "measured").unwrap();
+    let cache = rocksdb::Cache::new_lru_cache(8 << 20);
+    let aae_options = crate::store::aae_column_family_options(&cache);
+    rebuild(&mut store.db, 8, "measured", &aae_options).unwrap();
     let rebuild_only = started.elapsed();
     let started = Instant::now();
     let trees = load(&store.db, 8).ok().unwrap();
