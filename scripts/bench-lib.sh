@@ -1,5 +1,6 @@
-# Shared by the benchmark and profiling scripts (sourced, not run): their set-up, starting servers on
-# loopback, waiting for them, and stopping every one of them when the script exits.
+# Shared by the benchmark and profiling scripts (sourced, not run): their set-up, starting
+# servers on loopback, waiting for them, and stopping every one of them when the script
+# exits.
 #
 # The caller sets quorumkv, bench, out and base with `bench_binaries`, and work with
 # `bench_workdir` (which also arranges for `stop_all` at exit) before starting anything.
