@@ -70,7 +70,7 @@ doc: deps ## build the API documentation
 bench-deps: ## install what the benchmarks compare against (etcd)
 	@scripts/install-bench-deps.sh
 
-bench: deps bench-deps ## quorumkv vs etcd vs a bare HTTP server, 3 runs each (~15 min); table in BENCHMARKS.md
+bench: deps bench-deps ## quorumkv vs etcd vs a bare HTTP server, 5 runs each (~18 min); table in BENCHMARKS.md
 	$(CARGO) build $(PROFILE) --bins
 	@scripts/bench.sh full
 

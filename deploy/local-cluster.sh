@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Starts a local 3-node quorumkv cluster on 127.0.0.1:7001-7003 with data under ./data,
 # prints a few requests to try, and stops all three cleanly (SIGTERM) on Ctrl-C.
-# The nodes share the cluster secret in ./data/cluster-secret, made on the first run.
+# The nodes share the cluster secret in ./data/cluster-secret, made on the first run, and
+# the machine's cores: a third each, at least one (WORKERS overrides).
 set -euo pipefail
 BIN=${BIN:-target/release/quorumkv}
 DATA=${DATA:-data}
 PORTS=(7001 7002 7003)
 SEEDS=$(printf '127.0.0.1:%s,' "${PORTS[@]}"); SEEDS=${SEEDS%,}
+WORKERS=${WORKERS:-$(($(nproc) / ${#PORTS[@]}))}
+[ "$WORKERS" -ge 1 ] || WORKERS=1
 
 pids=()
 stop() {
@@ -29,7 +32,8 @@ fi
 for i in 1 2 3; do
     port=${PORTS[$((i - 1))]}
     "$BIN" serve --node-id "node$i" --listen "127.0.0.1:$port" --data-dir "$DATA/node$i" \
-        --seeds "$SEEDS" --cluster-secret-file "$SECRET" >>"$DATA/node$i.log" 2>&1 &
+        --seeds "$SEEDS" --cluster-secret-file "$SECRET" --worker-threads "$WORKERS" \
+        >>"$DATA/node$i.log" 2>&1 &
     pids+=($!)
 done
 

@@ -81,12 +81,21 @@ wait_for() {
     return 1
 }
 
+# threads_per_node NODES: the worker threads each of NODES nodes sharing this machine gets,
+# its share of the cores and at least one (see BENCHMARKS.md, "Threads per node").
+threads_per_node() {
+    local share=$(($(nproc) / $1))
+    echo $((share > 0 ? share : 1))
+}
+
 # start_quorumkv NAME SYNC PORT...: a cluster of one node per port, data under $work/NAME,
 # logs in $out/logs/NAME-nodeI.log; returns once every node reports the ring formed. The
-# nodes share a cluster secret made for this run, as every multi-node cluster must.
+# nodes share a cluster secret made for this run, as every multi-node cluster must, and
+# the machine's cores (threads_per_node).
 start_quorumkv() {
     local name=$1 sync=$2; shift 2
-    local seeds secret=$work/$name/cluster-secret
+    local seeds secret=$work/$name/cluster-secret threads
+    threads=$(threads_per_node $#)
     seeds=$(printf '127.0.0.1:%s,' "$@"); seeds=${seeds%,}
     mkdir -p "$work/$name"
     (umask 077 && head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$secret")
@@ -95,7 +104,8 @@ start_quorumkv() {
         i=$((i + 1))
         "$quorumkv" serve --node-id "node$i" --listen "127.0.0.1:$port" \
             --data-dir "$work/$name/node$i" --seeds "$seeds" --sync "$sync" --log-format text \
-            --cluster-secret-file "$secret" >"$out/logs/$name-node$i.log" 2>&1 &
+            --worker-threads "$threads" --cluster-secret-file "$secret" \
+            >"$out/logs/$name-node$i.log" 2>&1 &
         pids+=($!)
     done
     for port in "$@"; do

@@ -69,6 +69,7 @@ started=$(date +%s.%N)
 "$quorumkv" serve --node-id node4 --listen "127.0.0.1:${ports[3]}" \
     --data-dir "$work/transfer/node4" --seeds "$(printf '127.0.0.1:%s,' "${ports[@]:0:3}" | sed 's/,$//')" \
     --sync none --log-format text --cluster-secret-file "$secret" \
+    --worker-threads "$(threads_per_node 4)" \
     >"$out/logs/transfer-node4.log" 2>&1 &
 pids+=($!)
 node4=$!

@@ -58,6 +58,7 @@ fn a_bad_file_stops_the_node_naming_the_option() {
         ("node_id = \"n\"\ndefault_n = 99\n", "default-n"),
         ("node_id = \"n\"\nsync = \"sometimes\"\n", "sync"),
         ("node_id = \"n\"\nmemtable_mib = 4\n", "memtable-mib"),
+        ("node_id = \"n\"\nworker_threads = 0\n", "worker-threads"),
     ] {
         let config = files.path().join("bad.toml");
         std::fs::write(&config, text).unwrap();

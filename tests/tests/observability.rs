@@ -3,7 +3,8 @@
 //! for documented metrics. A renamed metric fails here, not on an operator's empty graph.
 //!
 //! And the metrics say what happened, on a real cluster: latency is recorded under the
-//! operation and the quorum each request waited for, and RocksDB's figures follow the data.
+//! operation and the quorum each request waited for, RocksDB's figures follow the data,
+//! and the runtime has the threads it was given.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with its location
 
@@ -212,6 +213,24 @@ fn rocksdb_figures_follow_the_data_into_the_memtable_then_into_sst_files() {
     }
     let read = scrape(&cluster, 0);
     assert!(sample(&read, "quorumkv_rocksdb_block_cache_usage_bytes", &[]).unwrap() > 0.0);
+}
+
+#[test]
+fn the_worker_threads_are_one_per_core_unless_the_flag_says_otherwise() {
+    // Node 0 with the default, node 1 with one thread.
+    let cluster = Cluster::start_each(2, |i| {
+        if i == 1 {
+            vec!["--worker-threads".into(), "1".into()]
+        } else {
+            Vec::new()
+        }
+    });
+    // The nodes run on this machine, under the same limits as this test.
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let default = sample(&scrape(&cluster, 0), "quorumkv_runtime_worker_threads", &[]);
+    assert_eq!(default, Some(cores as f64));
+    let given = sample(&scrape(&cluster, 1), "quorumkv_runtime_worker_threads", &[]);
+    assert_eq!(given, Some(1.0));
 }
 
 /// The `/metrics` page of node `i`.

@@ -157,10 +157,12 @@ pub async fn remove(
         .into_response())
 }
 
-/// `GET /metrics`: Prometheus text format, with RocksDB's figures read for this scrape.
+/// `GET /metrics`: Prometheus text format, with RocksDB's and the runtime's figures read for
+/// this scrape.
 pub async fn metrics(State(state): State<AppState>) -> Response {
     if state.metrics.is_some() {
         crate::observe::record_engine_stats(&state.coordinator).await;
+        crate::observe::record_runtime();
     }
     let body = state
         .metrics

@@ -2,7 +2,8 @@
 //! route and method. Routes are labelled by their template (`/v1/buckets/{bucket}/keys/{*key}`),
 //! never by the concrete path, so the number of series stays bounded whatever clients send.
 //! Client key requests are also timed by operation and quorum (`QuorumTimer`), and the
-//! store's RocksDB figures are read when `/metrics` is scraped ([`record_engine_stats`]).
+//! store's RocksDB figures are read when `/metrics` is scraped ([`record_engine_stats`]),
+//! with the runtime's ([`record_runtime`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -126,6 +127,13 @@ pub async fn record_engine_stats(coordinator: &Arc<Coordinator>) {
         Ok(Err(error)) => tracing::warn!(%error, "cannot read RocksDB's figures for /metrics"),
         Err(error) => tracing::warn!(%error, "the task reading RocksDB's figures failed"),
     }
+}
+
+/// Sets the async runtime's figures: how many worker threads run requests
+/// (`--worker-threads`, by default one per core).
+pub fn record_runtime() {
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    metrics::gauge!("quorumkv_runtime_worker_threads").set(workers as f64);
 }
 
 /// Sets one metric per figure; a figure RocksDB did not give is left as it was.

@@ -91,6 +91,12 @@ pub struct ServeArgs {
     #[arg(long, env = "QUORUMKV_MEMTABLE_MIB", default_value_t = 64,
           value_parser = clap::value_parser!(u32).range(8..=65_536))]
     pub memtable_mib: u32,
+    /// Threads that run requests (the async runtime's workers); by default one per core
+    /// the process may use. Nodes that share a machine each take their share of its cores
+    /// (see BENCHMARKS.md, "Threads per node").
+    #[arg(long, env = "QUORUMKV_WORKER_THREADS",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
     /// The largest value a client may write, in bytes.
     #[arg(long, env = "QUORUMKV_MAX_VALUE_BYTES", default_value_t = 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1..=64 * 1024 * 1024))]
