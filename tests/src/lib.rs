@@ -631,10 +631,18 @@ impl Drop for Cluster {
 
 /// Runs `quorumkv serve` with `args`, expecting it to refuse to start: returns its
 /// standard error once it has exited non-zero. A node that starts instead is killed
-/// within the start timeout (20 s), and the test fails.
+/// within the start timeout (20 s), and the test fails. No `QUORUMKV_*` variable set
+/// around the test reaches the node: it would win over a configuration file and could
+/// hide the error the test expects.
 pub fn serve_refusal(args: &[&str]) -> String {
     use std::io::Read as _;
-    let mut child = Command::new(binary())
+    let mut command = Command::new(binary());
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("QUORUMKV_") {
+            command.env_remove(name);
+        }
+    }
+    let mut child = command
         .arg("serve")
         .args(args)
         .env("QUORUMKV_LOG", "info")

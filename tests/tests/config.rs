@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use quorumkv_tests::{binary, error_of, Cluster};
+use quorumkv_tests::{binary, error_of, serve_refusal, Cluster};
 use reqwest::StatusCode;
 
 #[test]
@@ -62,19 +62,13 @@ fn a_bad_file_stops_the_node_naming_the_option() {
     ] {
         let config = files.path().join("bad.toml");
         std::fs::write(&config, text).unwrap();
-        let mut command = Command::new(binary());
-        command
-            .args(["serve", "--config", config.to_str().unwrap(), "--data-dir"])
-            .arg(files.path().join("data"));
-        // A variable set around the test would win over the file and hide its error.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("QUORUMKV_") {
-                command.env_remove(name);
-            }
-        }
-        let output = command.output().unwrap();
-        assert!(!output.status.success(), "{text:?} was accepted");
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let data = files.path().join("data");
+        let stderr = serve_refusal(&[
+            "--config",
+            config.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ]);
         assert!(
             stderr.contains(named),
             "{text:?}: the error does not name {named}: {stderr}"
