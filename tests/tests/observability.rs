@@ -144,7 +144,7 @@ fn rocksdb_figures_follow_the_data_into_the_memtable_then_into_sst_files() {
         let response = cluster.put(0, "engine", &[b'k', i], &value, "w=3", None);
         assert_eq!(response.status(), StatusCode::NO_CONTENT);
     }
-    let data = ["cf=\"data\"".to_string()];
+    let data = ["cf=\"records\"".to_string()];
     let written = scrape(&cluster, 0);
     let memtable = sample(&written, "quorumkv_rocksdb_memtable_bytes", &data).unwrap();
     let data_bytes = f64::from(KEYS) * VALUE_BYTES as f64;

@@ -1,6 +1,6 @@
 //! The on-disk record format of a versioned object.
 //!
-//! A record is what the store keeps under a key in the data column family.
+//! A record is what the store keeps under a key in the `records` column family.
 //! It carries a format version so that a later build can change the payload
 //! and still read every record written before (old decoders stay, frozen,
 //! behind their version byte), and a CRC32 so that a flipped bit on disk is

@@ -1,5 +1,5 @@
 //! The replica's RocksDB store: versioned objects by bucket and key, the
-//! node's small metadata, and (later) hinted-handoff records.
+//! node's small metadata, and hinted-handoff records.
 //!
 //! The store owns the read-modify-write of a key. Coordinated writes and
 //! merges read the local object, apply the algebra of [`crate::object`], and
@@ -81,6 +81,7 @@ mod antientropy;
 mod engine;
 mod group;
 mod hints;
+mod legacy;
 mod tombstones;
 
 pub use antientropy::{AAE_SEGMENTS, MAX_PARTITION_BITS};
@@ -89,14 +90,17 @@ pub use group::{GroupWrite, Wait, WouldBlock};
 pub use hints::{Hint, HintRefusal};
 pub use tombstones::{Tombstone, TombstonePage};
 
-/// Column family of versioned objects.
-const CF_DATA: &str = "data";
+/// Column family of versioned objects, filed by key hash (layout on [`Store`]).
+const CF_DATA: &str = "records";
 /// Column family of small named values.
 const CF_META: &str = "meta";
 /// Column family reserved for hinted handoff.
 const CF_HINTS: &str = "hints";
-/// Column family of the records' digests, for anti-entropy.
-const CF_AAE: &str = "aae";
+/// Column families of the first layout, filed by bucket: the records (`data`) and
+/// their digests (`aae`). A store that still has them moves its records to [`CF_DATA`]
+/// when it opens, then drops them (see `store/legacy.rs`).
+const CF_LEGACY_DATA: &str = "data";
+const CF_LEGACY_AAE: &str = "aae";
 
 /// Meta key of the actor id, in the store's own namespace.
 const META_ACTOR_ID: &[u8] = b"store/actor_id";
@@ -124,16 +128,16 @@ pub const DEFAULT_BLOCK_CACHE_BYTES: usize = 64 << 20;
 
 /// The default budget of the memtables ([`StoreOptions::memtable_budget_bytes`]).
 ///
-/// Without a budget shared by the column families, each one written (`data` and `aae`)
-/// could hold two 64 MiB memtables, and a node's resident set swung between 240 and 390
-/// MiB under a long write load.
+/// Without a budget shared by the column families, each one written could hold two 64
+/// MiB memtables, and a node's resident set swung between 240 and 390 MiB under a long
+/// write load (measured with records and digests in two column families).
 pub const DEFAULT_MEMTABLE_BUDGET_BYTES: usize = 64 << 20;
 
 /// The smallest memtable budget a store accepts: RocksDB reads 0 as "no budget", and a
 /// budget of a few KiB would flush after every write group.
 pub const MIN_MEMTABLE_BUDGET_BYTES: usize = 1 << 20;
 
-/// Bloom filter density for the data column family: 10 bits per key gives
+/// Bloom filter density for the `records` column family: 10 bits per key gives
 /// about a 1% false-positive rate, so a lookup of an absent key (every first
 /// write of a key reads first) rarely touches an SST file.
 const DATA_BLOOM_BITS_PER_KEY: f64 = 10.0;
@@ -156,7 +160,8 @@ pub struct StoreOptions {
     pub sync: SyncPolicy,
     /// How many top bits of a key hash pick its partition in the anti-entropy hash
     /// trees: `log2` of the ring's partition count (default 8, for 256 partitions), at
-    /// most [`MAX_PARTITION_BITS`]. A change rebuilds the trees at the next open.
+    /// most [`MAX_PARTITION_BITS`]. The records' layout does not depend on it: the trees
+    /// are built at open, whatever it was before.
     pub partition_bits: u8,
     /// Capacity of the block cache that serves every column family, in bytes (0: no
     /// cache). Default [`DEFAULT_BLOCK_CACHE_BYTES`].
@@ -181,14 +186,20 @@ impl Default for StoreOptions {
 /// One RocksDB database per node.
 ///
 /// Column families:
-/// - `data`: one record per key, as written by [`crate::codec::encode_record`]. Key layout:
-///   1. bucket length, `u8` (so a bucket is at most 255 bytes);
-///   2. bucket bytes;
-///   3. key bytes.
+/// - `records`: one record per key, as written by [`crate::codec::encode_record`]. Key
+///   layout:
+///   1. shard, `u16` big-endian: the top 16 bits of the key hash
+///      (`quorumkv_ring::key_hash`), so the finest partition of any ring;
+///   2. bucket length, `u8` (so a bucket is at most 255 bytes);
+///   3. bucket bytes;
+///   4. segment, `u8`: the low 8 bits of the key hash;
+///   5. key bytes.
 ///
-///   The length prefix makes the encoding unambiguous (bucket `a` with key
-///   `bc` differs from bucket `ab` with key `c`) and keeps each bucket's keys
-///   contiguous, so a bucket is one prefix scan.
+///   Records are filed by hash, as Cassandra files rows by token: a ring partition is a
+///   run of whole shards, and one segment of one anti-entropy tree is a prefix scan per
+///   shard. So a record is its own anti-entropy entry (its digest is a hash of its
+///   bytes) and a write is one RocksDB entry, not two. The length prefix makes the
+///   layout unambiguous (bucket `a` with key `bc` differs from bucket `ab` with key `c`).
 /// - `meta`: small named values. Key layout:
 ///   1. namespace: `store/` for the store's own values, `node/` for names
 ///      given to [`Store::put_meta`];
@@ -197,9 +208,9 @@ impl Default for StoreOptions {
 ///   The store's own values are `store/actor_id` (8 bytes, big-endian). The
 ///   namespaces keep a node's names from ever overwriting the actor id.
 /// - `hints`: created empty; hinted handoff stores its records here.
-/// - `aae`: each data record's digest, written in the same batch as the
-///   record; the anti-entropy hash trees are built from it (layout in
-///   `store/antientropy.rs`).
+///
+/// The anti-entropy hash trees are built from a scan of `records` at open and kept in
+/// memory (`store/antientropy.rs`).
 ///
 /// `Store` is `Send + Sync`; share it behind an `Arc`.
 pub struct Store {
@@ -279,17 +290,22 @@ impl Store {
         db_options.set_keep_log_file_num(4);
         db_options.set_db_write_buffer_size(options.memtable_budget_bytes);
 
-        let aae_options = aae_column_family_options(&cache);
-        let column_families = [
+        let mut column_families = vec![
             ColumnFamilyDescriptor::new(CF_DATA, data_column_family_options(&cache)),
             ColumnFamilyDescriptor::new(CF_META, column_family_options(&cache)),
             ColumnFamilyDescriptor::new(CF_HINTS, column_family_options(&cache)),
-            ColumnFamilyDescriptor::new(CF_AAE, aae_options.clone()),
         ];
+        let legacy = legacy::present(&db_options, path);
+        column_families.extend(
+            legacy
+                .iter()
+                .map(|&name| ColumnFamilyDescriptor::new(name, column_family_options(&cache))),
+        );
         let mut db = DB::open_cf_descriptors(&db_options, path, column_families)?;
         let (actor, new) = load_or_create_actor(&db)?;
         let actor = start_incarnation(&db, actor, new)?;
-        let aae = antientropy::HashTrees::open(&mut db, options.partition_bits, &aae_options)?;
+        legacy::migrate(&mut db, &legacy)?;
+        let aae = antientropy::HashTrees::open(&db, options.partition_bits)?;
         tracing::info!(path = %path.display(), %actor, "replica store opened");
 
         let mut write_options = WriteOptions::default();
@@ -439,26 +455,15 @@ impl Store {
             .unwrap_or_else(|| Err(StoreError::Db("a write was left unapplied".into())))
     }
 
-    /// Whether any record (live or tombstone) exists under `bucket`. A
-    /// prefix scan that stops at the first key.
+    /// Whether any record (live or tombstone) exists under `bucket`. Answered from the
+    /// anti-entropy trees, which count the keys of each (partition, bucket): records are
+    /// filed by hash, so a bucket's keys are spread over every shard.
     ///
     /// # Errors
-    /// [`StoreError::BucketTooLong`]; [`StoreError::Db`].
+    /// [`StoreError::BucketTooLong`].
     pub fn bucket_has_keys(&self, bucket: &[u8]) -> Result<bool, StoreError> {
-        let prefix = bucket_prefix(bucket)?;
-        let mut read_options = ReadOptions::default();
-        // The bound lets RocksDB stop at the bucket's end instead of walking
-        // into the next bucket.
-        if let Some(end) = prefix_successor(&prefix) {
-            read_options.set_iterate_upper_bound(end);
-        }
-        let mut iter = self.db.raw_iterator_cf_opt(self.cf(CF_DATA)?, read_options);
-        iter.seek(&prefix);
-        if iter.valid() {
-            return Ok(iter.key().is_some_and(|k| k.starts_with(&prefix)));
-        }
-        iter.status()?;
-        Ok(false)
+        u8::try_from(bucket.len()).map_err(|_| StoreError::BucketTooLong(bucket.len()))?;
+        Ok(self.aae.holds_bucket(bucket))
     }
 
     /// Returns the value stored by [`Store::put_meta`] under `name`.
@@ -506,7 +511,7 @@ impl Store {
     /// [`StoreError::Db`].
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_wal(true)?;
-        for name in [CF_DATA, CF_META, CF_HINTS, CF_AAE] {
+        for name in [CF_DATA, CF_META, CF_HINTS] {
             self.db.flush_cf(self.cf(name)?)?;
         }
         Ok(())
@@ -518,7 +523,7 @@ impl Store {
     }
 
     /// Test and tool hook: returns the raw record bytes stored for
-    /// `bucket`/`key` in the data column family, without decoding them.
+    /// `bucket`/`key` in the `records` column family, without decoding them.
     ///
     /// # Errors
     /// [`StoreError::BucketTooLong`]; [`StoreError::Db`].
@@ -588,7 +593,7 @@ fn column_family_options(cache: &Cache) -> Options {
     options
 }
 
-/// Options of the data column family, tuned for point lookups.
+/// Options of the `records` column family, tuned for point lookups.
 fn data_column_family_options(cache: &Cache) -> Options {
     let mut table = table_options(cache);
     // Full (not block-based) filters: one probe per SST file per lookup.
@@ -596,13 +601,6 @@ fn data_column_family_options(cache: &Cache) -> Options {
     let mut options = column_family_options(cache);
     options.set_block_based_table_factory(&table);
     options
-}
-
-/// Options of the `aae` column family: written with every record, read by
-/// prefix scans only (the write path derives a key's previous digest from
-/// its record rather than looking it up here), so no bloom filter.
-fn aae_column_family_options(cache: &Cache) -> Options {
-    column_family_options(cache)
 }
 
 /// Returns a column family handle by name.
@@ -680,20 +678,43 @@ fn load_or_create_actor(db: &DB) -> Result<(ActorId, bool), StoreError> {
     Ok((actor, true))
 }
 
-/// Returns the data-CF prefix of a bucket: its length byte and its bytes.
-fn bucket_prefix(bucket: &[u8]) -> Result<Vec<u8>, StoreError> {
+/// Returns the `records` key of `bucket`/`key` (layout on [`Store`]).
+fn data_key(bucket: &[u8], key: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let hash = antientropy::key_hash(bucket, key);
+    let mut data_key = segment_prefix(shard_of(hash), bucket, antientropy::segment_of(hash))?;
+    data_key.extend_from_slice(key);
+    Ok(data_key)
+}
+
+/// Returns the `records` prefix of one bucket in one shard.
+fn shard_bucket_prefix(shard: u16, bucket: &[u8]) -> Result<Vec<u8>, StoreError> {
     let len = u8::try_from(bucket.len()).map_err(|_| StoreError::BucketTooLong(bucket.len()))?;
-    let mut prefix = Vec::with_capacity(1 + bucket.len());
+    let mut prefix = Vec::with_capacity(2 + 1 + bucket.len() + 1);
+    prefix.extend_from_slice(&shard.to_be_bytes());
     prefix.push(len);
     prefix.extend_from_slice(bucket);
     Ok(prefix)
 }
 
-/// Returns the data-CF key of `bucket`/`key` (layout on [`Store`]).
-fn data_key(bucket: &[u8], key: &[u8]) -> Result<Vec<u8>, StoreError> {
-    let mut data_key = bucket_prefix(bucket)?;
-    data_key.extend_from_slice(key);
-    Ok(data_key)
+/// Returns the `records` prefix of one segment of one bucket in one shard.
+fn segment_prefix(shard: u16, bucket: &[u8], segment: u8) -> Result<Vec<u8>, StoreError> {
+    let mut prefix = shard_bucket_prefix(shard, bucket)?;
+    prefix.push(segment);
+    Ok(prefix)
+}
+
+/// Returns the shard of a key hash: its top 16 bits.
+fn shard_of(hash: u64) -> u16 {
+    (hash >> 48) as u16
+}
+
+/// Splits a `records` key into (shard, bucket, segment, key).
+fn split_data_key(data_key: &[u8]) -> Option<(u16, &[u8], u8, &[u8])> {
+    let (shard, rest) = data_key.split_first_chunk::<2>()?;
+    let (&len, rest) = rest.split_first()?;
+    let (bucket, rest) = rest.split_at_checked(usize::from(len))?;
+    let (&segment, key) = rest.split_first()?;
+    Some((u16::from_be_bytes(*shard), bucket, segment, key))
 }
 
 /// Returns the smallest byte string greater than every string that starts
@@ -721,9 +742,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn data_keys_are_unambiguous() {
+    fn data_keys_are_laid_out_as_documented() {
         assert_ne!(data_key(b"a", b"bc").ok(), data_key(b"ab", b"c").ok());
-        assert_eq!(data_key(b"ab", b"c").ok(), Some(b"\x02abc".to_vec()));
+        // The ring's golden vector: key_hash("users", "alice") = 0x080827f66a6b8a91.
+        assert_eq!(
+            data_key(b"users", b"alice").ok(),
+            Some(b"\x08\x08\x05users\x91alice".to_vec())
+        );
+        assert_eq!(
+            split_data_key(b"\x08\x08\x05users\x91alice"),
+            Some((0x0808, &b"users"[..], 0x91, &b"alice"[..]))
+        );
+        assert_eq!(split_data_key(b"\x08\x08\x09users"), None);
+        assert_eq!(split_data_key(b"\x08"), None);
         assert!(matches!(
             data_key(&[0; 256], b"k"),
             Err(StoreError::BucketTooLong(256))

@@ -7,7 +7,7 @@
 //!
 //! # An exchange
 //! Each store keeps a hash tree per (partition, bucket) of its keys' record digests
-//! (`quorumkv_replica`'s store, `aae` column family). An exchange of partition `p` between
+//! (`quorumkv_replica`'s store, in memory). An exchange of partition `p` between
 //! this node and a peer `Q`, for every bucket both replicate (both are among the first
 //! `n` nodes of `p`'s preference list, `n` being the bucket's):
 //! 1. `AaeRoots { p }`: the peer's root per bucket; equal roots end the bucket there.

@@ -9,12 +9,12 @@
 
 use rocksdb::properties::{self, PropName};
 
-use super::{Store, CF_AAE, CF_DATA, CF_HINTS, CF_META};
+use super::{Store, CF_DATA, CF_HINTS, CF_META};
 use crate::error::StoreError;
 
 /// The column families whose figures [`Store::engine_stats`] reports (RocksDB's `default`
 /// one stays empty).
-const REPORTED_COLUMN_FAMILIES: [&str; 4] = [CF_DATA, CF_META, CF_HINTS, CF_AAE];
+const REPORTED_COLUMN_FAMILIES: [&str; 3] = [CF_DATA, CF_META, CF_HINTS];
 
 /// Per column family write stall counts, as a multi-line string such as
 /// `Write Stall (count): ..., total-delays: 0, total-stops: 0`. Only the string form is
@@ -33,7 +33,7 @@ pub struct EngineStats {
     pub delayed_write_rate: Option<u64>,
     /// Compactions running now (`rocksdb.num-running-compactions`).
     pub running_compactions: Option<u64>,
-    /// RocksDB's estimate of the keys in the `data` column family, tombstones included
+    /// RocksDB's estimate of the keys in the `records` column family, tombstones included
     /// (`rocksdb.estimate-num-keys`); overwrites not yet compacted count more than once.
     pub estimated_keys: Option<u64>,
     /// Capacity of the block cache the column families share, in bytes
@@ -46,7 +46,7 @@ pub struct EngineStats {
 /// Figures of one column family.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ColumnFamilyStats {
-    /// The column family's name (`data`, `meta`, `hints`, `aae`).
+    /// The column family's name (`records`, `meta`, `hints`).
     pub name: &'static str,
     /// Bytes of its SST files, those of older versions still in use included
     /// (`rocksdb.total-sst-files-size`).
@@ -148,9 +148,9 @@ mod tests {
                 .iter()
                 .find(|cf| cf.name == CF_DATA)
                 .cloned()
-                .expect("the data column family is reported")
+                .expect("the records column family is reported")
         };
-        assert_eq!(empty.column_families.len(), 4);
+        assert_eq!(empty.column_families.len(), 3);
         assert_eq!(data(&empty).sst_bytes, Some(0));
         assert_eq!(empty.write_stopped, Some(false));
         assert_eq!(data(&empty).write_stops, Some(0));

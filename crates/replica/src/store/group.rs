@@ -10,7 +10,7 @@
 //! writes of the same key before it in the group (two merges of one key fold into one
 //! state; two mints of one key get consecutive dots). Writes of different keys are
 //! independent: one that fails (a corrupt record, an invalid object) fails alone, and the
-//! others still apply. The group's records and digests go to RocksDB in one batch, so a
+//! others still apply. The group's records go to RocksDB in one batch, so a
 //! crash keeps all of it or none of it, and no write is answered before that batch is in
 //! the WAL (and fsynced, under [`SyncPolicy::Always`]).
 //!
@@ -93,9 +93,8 @@ struct Slot<'a> {
     data_key: Vec<u8>,
     /// The object, or why the key cannot be written (its record is corrupt).
     object: Result<VersionedObject, CodecError>,
-    /// The digest of the record read (`None`: no record), which is what the `aae` column
-    /// family holds for the key: both are written in one batch. Deriving it here saves
-    /// reading it from there.
+    /// The digest of the record read (`None`: no record): the key's leaf in its tree
+    /// until this group's batch replaces the record.
     stored_digest: Option<u64>,
     dirty: bool,
 }

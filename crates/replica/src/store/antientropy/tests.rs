@@ -1,5 +1,5 @@
 //! Tests of the store's anti-entropy trees: the incremental hash against a computation
-//! from scratch, rebuilds at open, the queries, and `remove_if_unchanged`.
+//! from scratch, the build at open, the queries, and `remove_if_unchanged`.
 
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 
@@ -31,14 +31,14 @@ fn snapshot(store: &Store) -> Vec<PartitionTrees> {
         .collect()
 }
 
-/// The trees computed from scratch from the data column family.
+/// The trees computed from scratch from the records.
 fn from_scratch(store: &Store) -> Vec<PartitionTrees> {
     let bits = store.aae_partition_bits();
     let mut partitions: Vec<PartitionTrees> = (0..1 << bits).map(|_| BTreeMap::new()).collect();
     let data = store.cf(CF_DATA).unwrap();
     for entry in store.db.iterator_cf(data, IteratorMode::Start) {
         let (data_key, record) = entry.unwrap();
-        let (bucket, key) = split_data_key(&data_key).unwrap();
+        let (_, bucket, _, key) = split_data_key(&data_key).unwrap();
         let hash = key_hash(bucket, key);
         let tree = partitions[partition_of(hash, bits) as usize]
             .entry(bucket.to_vec())
@@ -119,20 +119,21 @@ fn key_hash_matches_the_ring_golden_vectors() {
 }
 
 #[test]
-fn aae_keys_are_laid_out_as_documented() {
-    let at = Location {
-        partition: 0x0102,
-        segment: 7,
-    };
-    assert_eq!(
-        aae_key(at, b"ab", b"k").unwrap(),
-        b"\x00\x00\x01\x02\x02ab\x07k".to_vec()
-    );
-    assert_eq!(
-        split_aae_key(b"\x00\x00\x01\x02\x02ab\x07k"),
-        Some((0x0102, &b"ab"[..], 7, &b"k"[..]))
-    );
-    assert_eq!(split_aae_key(b"\x00\x00\x01\x02\x05ab"), None);
+fn a_partition_is_a_run_of_whole_shards() {
+    assert_eq!(shards_of(0, 8), Some(0..=0xff));
+    assert_eq!(shards_of(0x12, 8), Some(0x1200..=0x12ff));
+    assert_eq!(shards_of(255, 8), Some(0xff00..=0xffff));
+    assert_eq!(shards_of(256, 8), None);
+    assert_eq!(shards_of(0, 0), Some(0..=0xffff));
+    assert_eq!(shards_of(0xabcd, 16), Some(0xabcd..=0xabcd));
+    // Every key's shard lies in its partition's run, whatever the partition bits.
+    for (bucket, key) in [(&b"users"[..], &b"alice"[..]), (b"b", b"k"), (b"", b"")] {
+        let hash = key_hash(bucket, key);
+        for bits in [0, 1, 4, 8, 12, 16] {
+            let shards = shards_of(partition_of(hash, bits), bits).unwrap();
+            assert!(shards.contains(&shard_of(hash)), "{bits} bits");
+        }
+    }
 }
 
 #[test]
@@ -146,7 +147,7 @@ fn incremental_trees_equal_a_rebuild_from_scratch() {
 }
 
 #[test]
-fn trees_are_identical_after_a_reopen_and_after_a_rebuild() {
+fn trees_are_identical_after_a_reopen() {
     let dir = tempfile::TempDir::new().unwrap();
     let store = open(dir.path());
     random_writes(&store, 11, 2000);
@@ -156,48 +157,19 @@ fn trees_are_identical_after_a_reopen_and_after_a_rebuild() {
 
     let store = open(dir.path());
     assert_eq!(snapshot(&store), before);
-    drop(store);
-
-    // A marker of another format forces a rebuild from the data.
-    {
-        let store = open(dir.path());
-        store
-            .db
-            .put_cf(store.cf(CF_META).unwrap(), META_AAE_FORMAT, [0u8, 8])
-            .unwrap();
-    }
-    let store = open(dir.path());
-    assert_eq!(snapshot(&store), before);
     let after: Vec<_> = (0..256).map(|p| store.aae_roots(p)).collect();
     assert_eq!(after, roots);
-}
-
-#[test]
-fn a_dropped_aae_column_family_is_rebuilt() {
-    let dir = tempfile::TempDir::new().unwrap();
-    let store = open(dir.path());
-    random_writes(&store, 13, 1000);
-    let before = snapshot(&store);
-    drop(store);
-    {
-        let mut store = open(dir.path());
-        store.db.drop_cf(CF_AAE).unwrap();
-    }
-    // Opening recreates the family empty; data exists, so it is rebuilt.
-    let store = open(dir.path());
-    assert_eq!(snapshot(&store), before);
     drop(store);
 
-    // A damaged entry (a digest of the wrong size) is rebuilt from the data too.
+    // A record under a key its hash does not give (no write of the store makes one) is
+    // left out of the trees rather than filed in the wrong one.
     {
         let store = open(dir.path());
-        let mut iter = store.db.raw_iterator_cf(store.cf(CF_AAE).unwrap());
-        iter.seek_to_first();
-        let aae_key = iter.key().unwrap().to_vec();
-        drop(iter);
+        let mut misfiled = data_key(b"a", b"k").unwrap();
+        misfiled[0] ^= 0x80;
         store
             .db
-            .put_cf(store.cf(CF_AAE).unwrap(), aae_key, b"bad")
+            .put_cf(store.cf(CF_DATA).unwrap(), misfiled, b"x")
             .unwrap();
     }
     let store = open(dir.path());
@@ -218,6 +190,18 @@ fn a_store_of_another_partition_count_rebuilds_its_trees() {
     assert_eq!(store.aae_partition_bits(), 4);
     assert_eq!(snapshot(&store), from_scratch(&store));
     assert!((16..256).all(|p| store.aae_roots(p).is_empty()));
+    // The keys of a wider partition are found as before.
+    let all_segments: Vec<u8> = (0..=u8::MAX).collect();
+    let listed: usize = (0..16)
+        .flat_map(|p| store.aae_roots(p).into_iter().map(move |(b, _)| (p, b)))
+        .map(|(p, bucket)| store.aae_keys(p, &bucket, &all_segments).unwrap().len())
+        .sum();
+    let counted: u64 = snapshot(&store)
+        .iter()
+        .flat_map(|trees| trees.values().map(|tree| tree.keys))
+        .sum();
+    assert_eq!(listed as u64, counted);
+    assert!(counted > 0);
 
     let too_many = StoreOptions {
         partition_bits: 17,
@@ -286,10 +270,47 @@ fn remove_if_unchanged_removes_only_the_expected_state() {
     assert!(!store.remove_if_unchanged(b"b", b"k", &second).unwrap());
 }
 
-/// The cost of a rebuild at start; `QUORUMKV_AAE_REBUILD_KEYS` scales it (default
-/// 10,000 keys).
 #[test]
-fn rebuild_on_start_time_is_reported() {
+fn listing_segments_by_seeks_and_by_scans_finds_the_same_keys() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let store = open(dir.path());
+    random_writes(&store, 19, 2000);
+    let all_segments: Vec<u8> = (0..=u8::MAX).collect();
+    let mut trees_seen = 0;
+    for partition in 0..256 {
+        for (bucket, _) in store.aae_roots(partition) {
+            trees_seen += 1;
+            // More than `SEEKS_PER_SHARD` segments: one scan per shard.
+            let mut scanned = store.aae_keys(partition, &bucket, &all_segments).unwrap();
+            // One segment at a time: seeks.
+            let mut sought = Vec::new();
+            for segment in 0..=u8::MAX {
+                let keys = store.aae_keys(partition, &bucket, &[segment]).unwrap();
+                for (key, _) in &keys {
+                    assert_eq!(segment_of(key_hash(&bucket, key)), segment);
+                }
+                sought.extend(keys);
+            }
+            scanned.sort();
+            sought.sort();
+            assert_eq!(scanned, sought);
+            // And they are the keys the tree holds, with the digests of their records.
+            let tree_keys = store.aae.lock(partition).unwrap()[&bucket].keys;
+            assert_eq!(scanned.len() as u64, tree_keys);
+            for (key, digest) in &scanned {
+                let record = store.raw_get(&bucket, key).unwrap().unwrap();
+                assert_eq!(*digest, record_digest(&record));
+            }
+        }
+    }
+    assert!(trees_seen > 100, "{trees_seen} trees");
+    assert!(store.aae_keys(256, b"a", &[0]).unwrap().is_empty());
+}
+
+/// The cost of building the trees at open; `QUORUMKV_AAE_REBUILD_KEYS` scales it
+/// (default 10,000 keys).
+#[test]
+fn tree_build_time_at_open_is_reported() {
     let keys: usize = std::env::var("QUORUMKV_AAE_REBUILD_KEYS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -309,33 +330,16 @@ fn rebuild_on_start_time_is_reported() {
     store.flush().unwrap();
     let before = snapshot(&store);
     drop(store);
-    {
-        let mut store = open(dir.path());
-        store.db.drop_cf(CF_AAE).unwrap();
-    }
-    let started = Instant::now();
-    let mut store = open(dir.path());
-    let open_rebuilding = started.elapsed();
-    assert_eq!(snapshot(&store), before);
-
-    let started = Instant::now();
-    let cache = rocksdb::Cache::new_lru_cache(8 << 20);
-    let aae_options = crate::store::aae_column_family_options(&cache);
-    rebuild(&mut store.db, 8, "measured", &aae_options).unwrap();
-    let rebuild_only = started.elapsed();
-    let started = Instant::now();
-    let trees = load(&store.db, 8).ok().unwrap();
-    let load_only = started.elapsed();
-    assert_eq!(trees.partitions.len(), 256);
-    drop(store);
 
     let started = Instant::now();
     let store = open(dir.path());
-    let open_plain = started.elapsed();
+    let open = started.elapsed();
     assert_eq!(snapshot(&store), before);
+    let started = Instant::now();
+    let trees = HashTrees::open(&store.db, 8).unwrap();
+    let build = started.elapsed();
+    assert_eq!(trees.partitions.len(), 256);
     eprintln!(
-        "anti-entropy at start, {keys} keys: open with a rebuild {open_rebuilding:?} \
-         (rebuilding the digests {rebuild_only:?}, building the trees {load_only:?}); \
-         open with the digests present {open_plain:?}"
+        "anti-entropy at start, {keys} keys: open {open:?}, of which building the trees {build:?}"
     );
 }
