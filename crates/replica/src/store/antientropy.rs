@@ -34,8 +34,9 @@
 //!
 //! # Start
 //! The trees are built at open from a scan of every record, logged with its duration:
-//! about a second per million small records on the reference machine, more with large
-//! values, since the scan reads them.
+//! 0.25 s for a million records of 100-byte values on the reference machine
+//! (`tree_build_time_at_open_is_reported`), more with large values, since the scan reads
+//! them.
 //!
 //! # Simplifications
 //! - A tree has a single level of 256 segments. A differing key costs the transfer of
