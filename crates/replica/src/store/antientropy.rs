@@ -362,6 +362,9 @@ impl Store {
             iter.status()
         };
         for shard in shards {
+            // One shard's part of the bucket at a time: a few entries, a short wait for
+            // writes (see `Store::scan_gate`).
+            let _gate = self.gate_scan();
             if segments.len() > SEEKS_PER_SHARD {
                 collect(&shard_bucket_prefix(shard, bucket)?, &mut iter)?;
             } else {

@@ -275,6 +275,7 @@ impl Store {
                 // `write_group` never lets a durable group run without waiting.
                 (Wait::Never, _) => &self.write_no_slowdown,
             };
+            let _gate = self.gate_write(wait)?;
             match self.db.write_opt(batch, write_options) {
                 Ok(()) => {}
                 Err(error) if is_incomplete(&error) => return Err(WouldBlock),
