@@ -785,6 +785,20 @@ fn display_key(bucket: &[u8], key: &[u8]) -> String {
     format!("{}/{}", bucket.escape_ascii(), key.escape_ascii())
 }
 
+/// A one-version object of `text`, minted by a fixed actor: for the store's unit tests.
+#[cfg(test)]
+fn test_object(text: &str) -> VersionedObject {
+    let mut object = VersionedObject::new();
+    object
+        .update(
+            crate::version::ActorId(1),
+            &VersionVector::new(),
+            Value::data("t", text.as_bytes().to_vec()),
+        )
+        .expect("a first version of a new object");
+    object
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

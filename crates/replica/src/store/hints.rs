@@ -336,20 +336,9 @@ fn now_millis() -> u64 {
 mod tests {
     use super::*;
     use crate::object::Value;
+    use crate::store::test_object as object;
     use crate::store::StoreOptions;
     use crate::version::{ActorId, VersionVector};
-
-    fn object(value: &str) -> VersionedObject {
-        let mut object = VersionedObject::new();
-        object
-            .update(
-                ActorId(1),
-                &VersionVector::new(),
-                Value::data("t", value.as_bytes().to_vec()),
-            )
-            .unwrap();
-        object
-    }
 
     #[test]
     fn hints_are_stored_listed_merged_and_removed_only_when_unchanged() {

@@ -95,21 +95,9 @@ fn split_legacy_key(old_key: &[u8]) -> Option<(&[u8], &[u8])> {
 mod tests {
     use super::*;
     use crate::codec::encode_record;
-    use crate::object::{Value, VersionedObject};
+    use crate::object::VersionedObject;
+    use crate::store::test_object as object;
     use crate::store::{Store, StoreOptions, CF_HINTS};
-    use crate::version::{ActorId, VersionVector};
-
-    fn object(text: &str) -> VersionedObject {
-        let mut object = VersionedObject::new();
-        object
-            .update(
-                ActorId(7),
-                &VersionVector::new(),
-                Value::data("text/plain", text.as_bytes().to_vec()),
-            )
-            .unwrap();
-        object
-    }
 
     /// A store as the first layout left it: records under `len ‖ bucket ‖ key` in `data`,
     /// digests in `aae`.
