@@ -728,7 +728,12 @@ fn load_or_create_actor(db: &DB) -> Result<(ActorId, bool), StoreError> {
 
 /// Returns the `records` key of `bucket`/`key` (layout on [`Store`]).
 fn data_key(bucket: &[u8], key: &[u8]) -> Result<Vec<u8>, StoreError> {
-    let hash = antientropy::key_hash(bucket, key);
+    data_key_of(antientropy::key_hash(bucket, key), bucket, key)
+}
+
+/// [`data_key`], for a key whose hash (`antientropy::key_hash`) the caller has: the write
+/// paths, which also place the key in its tree by that hash.
+fn data_key_of(hash: u64, bucket: &[u8], key: &[u8]) -> Result<Vec<u8>, StoreError> {
     let mut data_key = segment_prefix(shard_of(hash), bucket, antientropy::segment_of(hash))?;
     data_key.extend_from_slice(key);
     Ok(data_key)

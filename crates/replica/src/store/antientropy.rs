@@ -54,8 +54,8 @@ use rocksdb::{IteratorMode, ReadOptions, WriteBatch, DB};
 use xxhash_rust::xxh3::{xxh3_64, Xxh3Default};
 
 use super::{
-    column_family, data_key, segment_prefix, shard_bucket_prefix, shard_of, split_data_key, Store,
-    StoreError, CF_DATA,
+    column_family, data_key_of, segment_prefix, shard_bucket_prefix, shard_of, split_data_key,
+    Store, StoreError, CF_DATA,
 };
 use crate::codec::encode_record;
 use crate::object::VersionedObject;
@@ -251,8 +251,8 @@ impl HashTrees {
             .any(|p| self.lock(p).is_some_and(|trees| trees.contains_key(bucket)))
     }
 
-    fn locate(&self, bucket: &[u8], key: &[u8]) -> Location {
-        let hash = key_hash(bucket, key);
+    /// The tree location of the key of hash `hash` ([`key_hash`]).
+    fn locate(&self, hash: u64) -> Location {
         Location {
             partition: partition_of(hash, self.partition_bits),
             segment: segment_of(hash),
@@ -389,7 +389,8 @@ impl Store {
         key: &[u8],
         expected: &VersionedObject,
     ) -> Result<bool, StoreError> {
-        let data_key = data_key(bucket, key)?;
+        let hash = key_hash(bucket, key);
+        let data_key = data_key_of(hash, bucket, key)?;
         let _guard = self.lock_key(&data_key);
         let expected = encode_record(expected);
         let unchanged = self
@@ -399,7 +400,7 @@ impl Store {
         if !unchanged {
             return Ok(false);
         }
-        let at = self.aae.locate(bucket, key);
+        let at = self.aae.locate(hash);
         // The record is exactly `expected`.
         let old = Some(record_digest(&expected));
         self.db
@@ -410,17 +411,18 @@ impl Store {
 
     /// The write path's hook: adds `record` under `data_key` to `batch`, and returns the
     /// move of the key's leaf to make once the batch is written ([`Store::move_leaf`]).
-    /// `old` is the digest of the record being replaced (`None`: none). The caller holds
-    /// the key's lock until the leaf moved.
+    /// `hash` is the key's ([`key_hash`]), which `data_key` was made from; `old` is the
+    /// digest of the record being replaced (`None`: none). The caller holds the key's lock
+    /// until the leaf moved.
     pub(super) fn stage_record<'k>(
         &self,
         batch: &mut WriteBatch,
         (bucket, key): (&'k [u8], &'k [u8]),
-        data_key: &[u8],
+        (hash, data_key): (u64, &[u8]),
         record: &[u8],
         old: Option<u64>,
     ) -> Result<LeafMove<'k>, StoreError> {
-        let at = self.aae.locate(bucket, key);
+        let at = self.aae.locate(hash);
         let new = record_digest(record);
         batch.put_cf(self.cf(CF_DATA)?, data_key, record);
         Ok(LeafMove {

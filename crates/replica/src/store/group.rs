@@ -31,8 +31,8 @@ use std::sync::{MutexGuard, PoisonError, TryLockError};
 
 use rocksdb::WriteBatch;
 
-use super::antientropy::record_digest;
-use super::{data_key, Store, SyncPolicy, CF_DATA};
+use super::antientropy::{key_hash, record_digest};
+use super::{data_key_of, Store, SyncPolicy, CF_DATA};
 use crate::codec::{decode_record, encode_record};
 use crate::error::{CodecError, StoreError};
 use crate::object::{Value, VersionedObject};
@@ -90,6 +90,8 @@ pub struct WouldBlock;
 struct Slot<'a> {
     bucket: &'a [u8],
     key: &'a [u8],
+    /// The key's hash, which both files its record (`data_key`) and places it in its tree.
+    hash: u64,
     data_key: Vec<u8>,
     /// The object, or why the key cannot be written (its record is corrupt).
     object: Result<VersionedObject, CodecError>,
@@ -164,7 +166,8 @@ impl Store {
                     continue;
                 }
             }
-            let data_key = match data_key(bucket, key) {
+            let hash = key_hash(bucket, key);
+            let data_key = match data_key_of(hash, bucket, key) {
                 Ok(data_key) => data_key,
                 Err(error) => {
                     results[i] = Some(Err(error));
@@ -178,6 +181,7 @@ impl Store {
                     slots.push(Slot {
                         bucket,
                         key,
+                        hash,
                         data_key,
                         object: Ok(VersionedObject::new()),
                         stored_digest: None,
@@ -259,7 +263,7 @@ impl Store {
             let staged = self.stage_record(
                 &mut batch,
                 (slot.bucket, slot.key),
-                &slot.data_key,
+                (slot.hash, &slot.data_key),
                 &record,
                 slot.stored_digest,
             );

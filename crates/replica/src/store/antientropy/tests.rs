@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 
 use super::*;
 use crate::object::Value;
-use crate::store::StoreOptions;
+use crate::store::{data_key, StoreOptions};
 use crate::version::VersionVector;
 
 fn open(dir: &Path) -> Store {
