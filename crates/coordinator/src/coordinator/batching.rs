@@ -14,8 +14,8 @@
 //! and the sockets found readable meanwhile, go first), and leaves with every request
 //! those turns made for the same peer. Under load, client requests that arrive close
 //! together then share one exchange instead of the first one paying for an exchange of
-//! its own; with one client, no request waits (the turns would cost it some 20 µs of
-//! latency and CPU for nothing to gather).
+//! its own; with one client, no request waits (the turns would cost it tens of
+//! microseconds of latency, with nothing to gather).
 //!
 //! Each request keeps its own deadline: its caller stops waiting at it, and a request
 //! whose caller stopped waiting, or whose deadline passed while it waited, is not sent. A
@@ -45,7 +45,7 @@ const MAX_IN_FLIGHT: usize = 1;
 
 /// The turns of the scheduler a request to an idle, busy lane waits for others to join
 /// it. Measured with 32 clients on a 3-node cluster: internode exchanges per write fall
-/// from 0.40 to 0.29 with three turns, and to 0.37 with one (BENCHMARKS.md).
+/// from 0.40 to 0.29 (BENCHMARKS.md has the other counts of turns tried).
 const GATHER_TURNS: usize = 3;
 
 /// A lane is busy when its recent exchanges carried at least this many requests each on
