@@ -9,13 +9,13 @@
 //! without a timer (as in Nagle's algorithm with the acknowledgement as the clock).
 //!
 //! A request that finds its lane idle leaves at once, alone, unless the lane is busy:
-//! when its recent exchanges carried more than one request each on average, the request
-//! waits [`GATHER_TURNS`] turns of the scheduler (`yield_now`: the tasks already runnable,
-//! and the sockets found readable meanwhile, go first), and leaves with every request
-//! those turns made for the same peer. Under load, client requests that arrive close
-//! together then share one exchange instead of the first one paying for an exchange of
-//! its own; with one client, no request waits (the turns would cost it tens of
-//! microseconds of latency, with nothing to gather).
+//! when its recent exchanges carried one and a half requests or more each on average
+//! ([`BUSY_SIXTEENTHS`]), the request waits [`GATHER_TURNS`] turns of the scheduler
+//! (`yield_now`: the tasks already runnable, and the sockets found readable meanwhile, go
+//! first), and leaves with every request those turns made for the same peer. Under load,
+//! client requests that arrive close together then share one exchange instead of the
+//! first one paying for an exchange of its own; with one client, no request waits (the
+//! turns would cost it tens of microseconds of latency, with nothing to gather).
 //!
 //! Each request keeps its own deadline: its caller stops waiting at it, and a request
 //! whose caller stopped waiting, or whose deadline passed while it waited, is not sent. A
