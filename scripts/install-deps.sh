@@ -4,11 +4,16 @@
 # quiet when everything is already there.
 set -euo pipefail
 
+# libclang itself (libclang.so, libclang-14.so.1), not libclang-cpp: the C++ interface
+# library, which some images carry without libclang, is of no use to bindgen.
 have_libclang() {
-    if [ -n "${LIBCLANG_PATH:-}" ] && ls "$LIBCLANG_PATH"/libclang*.so* >/dev/null 2>&1; then
-        return 0
-    fi
-    ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/*/libclang*.so* >/dev/null 2>&1
+    local dir
+    for dir in ${LIBCLANG_PATH:-} /usr/lib/llvm-*/lib /usr/lib/*-linux-gnu; do
+        if ls "$dir"/libclang.so* >/dev/null 2>&1 || ls "$dir"/libclang-[0-9]*.so* >/dev/null 2>&1; then
+            return 0
+        fi
+    done
+    return 1
 }
 
 missing=()
