@@ -1,9 +1,11 @@
 //! The internode route and the HTTP transport that calls it.
 //!
 //! Nodes talk over the same listener as clients, on `POST /internal/v1/rpc`, with the
-//! compact binary framing of `quorumkv_coordinator::message`. The client side keeps pooled
-//! keep-alive connections to every peer and disables Nagle's algorithm: small request and
-//! response bodies would otherwise wait on delayed ACKs, adding tens of milliseconds.
+//! compact binary framing of `quorumkv_coordinator::message`. The client side keeps
+//! keep-alive connections to every peer, with Nagle's algorithm off (the `peers` module).
+//! Opening a connection is what fails when a peer is unreachable; a connection that
+//! fails in the middle of an exchange, or a peer that answers other than 2xx, is a
+//! protocol error.
 //!
 //! With TLS ([`HttpTransport::https`]) every call goes to `https://<advertised addr>`
 //! and the peer's certificate is checked against the given CA certificates only, never
@@ -22,11 +24,13 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use http_body_util::Full;
 use quorumkv_coordinator::message::{self, Request};
 use quorumkv_coordinator::{Transport, TransportError};
 
 use crate::error::ApiError;
 use crate::fault::FaultSwitch;
+use crate::peers::{ExchangeError, Peers};
 use crate::AppState;
 
 /// The path of the internode route.
@@ -51,63 +55,36 @@ pub async fn rpc(
         .into_response())
 }
 
-/// Reaches peers over HTTP/1.1 with pooled keep-alive connections.
+/// Reaches peers over HTTP/1.1 with keep-alive connections.
 #[derive(Clone, Debug)]
 pub struct HttpTransport {
-    client: reqwest::Client,
+    peers: Arc<Peers>,
     faults: Arc<FaultSwitch>,
     /// Sent on every request when the cluster has a secret (see [`crate::auth`]).
     cluster_secret: Option<axum::http::HeaderValue>,
-    /// `http` or `https`: every node of a cluster serves one of the two.
-    scheme: &'static str,
 }
 
 impl HttpTransport {
-    /// A transport with its own connection pool. Its connections leave from `source_ip`,
-    /// or from the address the OS picks when it is `None`.
+    /// A transport with its own connections. They leave from `source_ip`, or from the
+    /// address the OS picks when it is `None`.
     pub fn new(source_ip: Option<IpAddr>) -> Result<Self, TransportError> {
-        Self::with_roots(Vec::new(), "http", source_ip)
+        Ok(Self::with_peers(Peers::plain(source_ip)))
     }
 
     /// A transport that calls its peers over HTTPS and trusts the certificates of
     /// `ca_pem` (PEM, one or more) to vouch for them, and nothing else. Its connections
     /// leave from `source_ip`, as with [`HttpTransport::new`].
     pub fn https(ca_pem: &[u8], source_ip: Option<IpAddr>) -> Result<Self, TransportError> {
-        let roots = reqwest::Certificate::from_pem_bundle(ca_pem)
-            .map_err(|e| TransportError::Protocol(format!("unusable CA certificates: {e}")))?;
-        Self::with_roots(roots, "https", source_ip)
+        let peers = Peers::tls(ca_pem, source_ip).map_err(TransportError::Protocol)?;
+        Ok(Self::with_peers(peers))
     }
 
-    fn with_roots(
-        roots: Vec<reqwest::Certificate>,
-        scheme: &'static str,
-        source_ip: Option<IpAddr>,
-    ) -> Result<Self, TransportError> {
-        let mut builder = reqwest::Client::builder()
-            .tls_built_in_root_certs(false)
-            .https_only(scheme == "https");
-        for root in roots {
-            builder = builder.add_root_certificate(root);
-        }
-        let client = builder
-            .tcp_nodelay(true)
-            // Below the 10 s after which a peer closes an idle connection (its header
-            // timeout): a request must never go out on a connection the peer is closing.
-            .pool_idle_timeout(Duration::from_secs(5))
-            .pool_max_idle_per_host(64)
-            .connect_timeout(Duration::from_secs(2))
-            // A node with several addresses must call from the one its peers know it by:
-            // otherwise a cut between two addresses (a firewall rule, a route) would not
-            // separate the nodes it is meant to separate.
-            .local_address(source_ip)
-            .build()
-            .map_err(|e| TransportError::Protocol(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Self {
-            client,
+    fn with_peers(peers: Peers) -> Self {
+        Self {
+            peers: Arc::new(peers),
             faults: Arc::default(),
             cluster_secret: None,
-            scheme,
-        })
+        }
     }
 
     /// Sends `secret` with every request, as the peers' internode routes require.
@@ -128,6 +105,24 @@ impl HttpTransport {
     pub fn faults(&self) -> Arc<FaultSwitch> {
         Arc::clone(&self.faults)
     }
+
+    fn http_request(
+        &self,
+        addr: &str,
+        request: &Request,
+    ) -> Result<axum::http::Request<Full<Bytes>>, TransportError> {
+        let mut builder = axum::http::Request::post(RPC_PATH)
+            .header(header::HOST, addr)
+            .header(header::CONTENT_TYPE, RPC_CONTENT_TYPE);
+        if let Some(secret) = &self.cluster_secret {
+            builder = builder.header(crate::auth::CLUSTER_SECRET_HEADER, secret.clone());
+        }
+        builder
+            .body(Full::new(Bytes::from(message::encode(request))))
+            .map_err(|e| {
+                TransportError::Protocol(format!("cannot make the request to {addr}: {e}"))
+            })
+    }
 }
 
 #[async_trait]
@@ -143,20 +138,18 @@ impl Transport for HttpTransport {
                 "{addr} is cut off (fault injection)"
             )));
         }
-        let url = format!("{}://{addr}{RPC_PATH}", self.scheme);
-        let mut builder = self.client.post(url);
-        if let Some(secret) = &self.cluster_secret {
-            builder = builder.header(crate::auth::CLUSTER_SECRET_HEADER, secret.clone());
-        }
-        let sent = builder
-            .header(header::CONTENT_TYPE, RPC_CONTENT_TYPE)
-            .body(message::encode(request))
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(classify)?;
-        let status = sent.status();
-        let body = sent.bytes().await.map_err(classify)?;
+        let http = self.http_request(addr, request)?;
+        let exchange = self.peers.exchange(addr, http, crate::MAX_INTERNODE_BODY);
+        let (status, body) = match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(ExchangeError::Connect(message))) => {
+                return Err(TransportError::Unreachable(message))
+            }
+            Ok(Err(ExchangeError::Exchange(message))) => {
+                return Err(TransportError::Protocol(message))
+            }
+            Err(_) => return Err(TransportError::Timeout),
+        };
         if !status.is_success() {
             return Err(TransportError::Protocol(format!(
                 "peer answered {status}: {}",
@@ -164,15 +157,5 @@ impl Transport for HttpTransport {
             )));
         }
         message::decode(&body).map_err(|e| TransportError::Protocol(e.to_string()))
-    }
-}
-
-fn classify(error: reqwest::Error) -> TransportError {
-    if error.is_timeout() {
-        TransportError::Timeout
-    } else if error.is_connect() {
-        TransportError::Unreachable(error.to_string())
-    } else {
-        TransportError::Protocol(error.to_string())
     }
 }

@@ -34,6 +34,7 @@ pub mod internode;
 pub mod keys;
 pub mod observe;
 pub mod params;
+mod peers;
 pub mod status;
 
 use std::sync::Arc;
