@@ -3,9 +3,9 @@
 //! Nodes talk over the same listener as clients, on `POST /internal/v1/rpc`, with the
 //! compact binary framing of `quorumkv_coordinator::message`. The client side keeps
 //! keep-alive connections to every peer, with Nagle's algorithm off (the `peers` module).
-//! Opening a connection is what fails when a peer is unreachable; a connection that
-//! fails in the middle of an exchange, or a peer that answers other than 2xx, is a
-//! protocol error.
+//! A connection that cannot be opened means the peer is unreachable, unless opening it
+//! timed out (a timeout, as any other); a connection that fails in the middle of an
+//! exchange, or a peer that answers other than 2xx, is a protocol error.
 //!
 //! With TLS ([`HttpTransport::https`]) every call goes to `https://<advertised addr>`
 //! and the peer's certificate is checked against the given CA certificates only, never
@@ -148,7 +148,7 @@ impl Transport for HttpTransport {
             Ok(Err(ExchangeError::Exchange(message))) => {
                 return Err(TransportError::Protocol(message))
             }
-            Err(_) => return Err(TransportError::Timeout),
+            Ok(Err(ExchangeError::ConnectTimeout)) | Err(_) => return Err(TransportError::Timeout),
         };
         if !status.is_success() {
             return Err(TransportError::Protocol(format!(

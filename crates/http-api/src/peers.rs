@@ -51,6 +51,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) enum ExchangeError {
     /// No connection could be opened.
     Connect(String),
+    /// Opening a connection took longer than [`CONNECT_TIMEOUT`]: the peer may be slow
+    /// rather than gone.
+    ConnectTimeout,
     /// The connection failed during the exchange, or the response was not HTTP.
     Exchange(String),
 }
@@ -123,10 +126,9 @@ impl Peers {
     pub(crate) async fn exchange(
         &self,
         addr: &str,
-        request: Request<Full<Bytes>>,
+        mut request: Request<Full<Bytes>>,
         max_body: usize,
     ) -> Result<(axum::http::StatusCode, Bytes), ExchangeError> {
-        let mut request = request;
         loop {
             let (mut sender, pooled) = match self.take_idle(addr) {
                 Some(sender) => (sender, true),
@@ -208,11 +210,7 @@ impl Peers {
         };
         tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
-            .unwrap_or_else(|_| {
-                Err(ExchangeError::Connect(format!(
-                    "no connection to {addr} within {CONNECT_TIMEOUT:?}"
-                )))
-            })
+            .unwrap_or(Err(ExchangeError::ConnectTimeout))
     }
 
     /// A TCP connection to the first address of `addr` that accepts one.
