@@ -270,8 +270,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.keys > 0, "--keys must be positive");
     anyhow::ensure!(args.seconds > 0.0, "--seconds must be positive");
     let max_clients = args.clients.iter().copied().max().unwrap_or(1);
-    let client = targets::http_client(max_clients, Duration::from_millis(args.timeout_ms))?;
-    let mut target = Target::new(args.target, args.endpoints, &args.bucket, args.keys, client)?;
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let mut target = Target::new(
+        args.target,
+        &args.endpoints,
+        &args.bucket,
+        args.keys,
+        timeout,
+    )?;
     if let Target::Etcd(etcd) = &mut target {
         etcd.set_serializable(args.etcd_serializable);
     }

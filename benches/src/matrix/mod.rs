@@ -36,6 +36,7 @@ use anyhow::Context;
 use self::meta::Meta;
 use crate::report::{self, RunResult};
 use crate::runner::{self, Pacing, RunSpec};
+use crate::targets::http::HttpClient;
 use crate::targets::{Quorum, Target, TargetKind};
 use crate::workloads::random_value;
 
@@ -81,22 +82,17 @@ struct Targets {
 }
 
 impl Targets {
-    fn new(
-        options: &MatrixOptions,
-        client: &reqwest::Client,
-        namespace: &str,
-        keys: u64,
-    ) -> anyhow::Result<Self> {
+    fn new(options: &MatrixOptions, namespace: &str, keys: u64) -> anyhow::Result<Self> {
         let make = |kind, endpoints: &Vec<String>| -> anyhow::Result<Option<Arc<Target>>> {
             if endpoints.is_empty() {
                 return Ok(None);
             }
             Ok(Some(Arc::new(Target::new(
                 kind,
-                endpoints.clone(),
+                endpoints,
                 namespace,
                 keys,
-                client.clone(),
+                options.timeout,
             )?)))
         };
         Ok(Self {
@@ -210,14 +206,6 @@ pub async fn run(options: MatrixOptions) -> anyhow::Result<()> {
     if results_path.exists() {
         std::fs::remove_file(&results_path)?;
     }
-    let max_clients = plan
-        .sweep_clients
-        .iter()
-        .copied()
-        .chain([options.clients])
-        .max()
-        .unwrap_or(options.clients);
-    let client = crate::targets::http_client(max_clients, options.timeout)?;
     let meta = Meta {
         command: options.command.clone(),
         profile: options.profile.name().to_string(),
@@ -230,7 +218,7 @@ pub async fn run(options: MatrixOptions) -> anyhow::Result<()> {
         clients: options.clients,
         key_count: options.key_count,
         value_bytes: options.value_bytes,
-        etcd_version: etcd_version(&client, &options.etcd).await,
+        etcd_version: etcd_version(&options.etcd, options.timeout).await,
         quorumkv_version: env!("CARGO_PKG_VERSION").to_string(),
         load_average: meta::load_average(),
     };
@@ -246,7 +234,7 @@ pub async fn run(options: MatrixOptions) -> anyhow::Result<()> {
     };
     let value = random_value(options.value_bytes, 1);
     let keys = options.key_count;
-    let targets = Targets::new(&options, &client, "bench", keys)?;
+    let targets = Targets::new(&options, "bench", keys)?;
     targets.preload(keys, &value, options.clients).await?;
 
     let clients = options.clients;
@@ -324,7 +312,7 @@ pub async fn run(options: MatrixOptions) -> anyhow::Result<()> {
         // A bounded data set per size: at most 256 MiB of values, at most the main key count.
         let scale_keys = keys.min((256 << 20) / size.max(1) as u64).max(1);
         let value = random_value(size, 2);
-        let targets = Targets::new(&options, &client, &format!("bench-{size}"), scale_keys)?;
+        let targets = Targets::new(&options, &format!("bench-{size}"), scale_keys)?;
         targets.preload(scale_keys, &value, clients).await?;
         // The ceiling answers every GET with the same small body, so only its PUTs scale.
         let scaled = SWEPT.iter().filter(|label| **label != labels::CEILING_READ);
@@ -388,14 +376,21 @@ pub fn rewrite(out: &Path, benchmarks_md: Option<&Path>) -> anyhow::Result<()> {
 }
 
 /// The etcd server version reported by the first member, if it answers.
-async fn etcd_version(client: &reqwest::Client, endpoints: &[String]) -> Option<String> {
+async fn etcd_version(endpoints: &[String], timeout: Duration) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Version {
         etcdserver: String,
     }
-    let url = format!("{}/version", endpoints.first()?.trim_end_matches('/'));
-    let response = client.get(url).send().await.ok()?;
-    Some(response.json::<Version>().await.ok()?.etcdserver)
+    let client = HttpClient::new(endpoints.get(..1)?, timeout).ok()?;
+    let reply = client
+        .send(0, hyper::Method::GET, "/version", &[], bytes::Bytes::new())
+        .await
+        .ok()?;
+    Some(
+        serde_json::from_slice::<Version>(&reply.body)
+            .ok()?
+            .etcdserver,
+    )
 }
 
 /// A seed per scenario, repetition and concurrency: runs are reproducible in what they ask,

@@ -15,40 +15,36 @@ use axum::serve::ListenerExt;
 use axum::Router;
 use bytes::Bytes;
 
+use hyper::Method;
+
+use super::http::HttpClient;
 use super::{body_if, ErrorKind, Found, ReadOk};
 use crate::workloads::key_name;
 
 /// A client of the ceiling server.
 #[derive(Debug)]
 pub struct Ceiling {
-    client: reqwest::Client,
-    endpoints: Vec<String>,
+    client: HttpClient,
 }
 
 impl Ceiling {
-    /// A client of the servers at `endpoints`.
-    pub fn new(client: reqwest::Client, endpoints: Vec<String>) -> Self {
-        Self { client, endpoints }
+    /// A client of the servers `client` sends to.
+    pub fn new(client: HttpClient) -> Self {
+        Self { client }
     }
 
-    fn url(&self, endpoint: usize, key: u64) -> String {
-        // The same path shape as a quorumkv key, so that URL handling costs the same.
-        format!(
-            "{}/v1/buckets/bench/keys/{}",
-            self.endpoints[endpoint % self.endpoints.len()],
-            key_name(key)
-        )
+    fn path(key: u64) -> String {
+        // The same path shape as a quorumkv key, so that building it costs the same.
+        format!("/v1/buckets/bench/keys/{}", key_name(key))
     }
 
     /// A `GET`.
     pub async fn read(&self, endpoint: usize, key: u64) -> Result<ReadOk, ErrorKind> {
-        let response = self
+        let reply = self
             .client
-            .get(self.url(endpoint, key))
-            .send()
-            .await
-            .map_err(|e| ErrorKind::from_reqwest(&e))?;
-        body_if(response, &[200]).await?;
+            .send(endpoint, Method::GET, &Self::path(key), &[], Bytes::new())
+            .await?;
+        body_if(reply, &[200])?;
         Ok(ReadOk {
             found: Found::Value,
             context: None,
@@ -57,14 +53,11 @@ impl Ceiling {
 
     /// A `PUT` of `value`.
     pub async fn write(&self, endpoint: usize, key: u64, value: &Bytes) -> Result<(), ErrorKind> {
-        let response = self
+        let reply = self
             .client
-            .put(self.url(endpoint, key))
-            .body(value.clone())
-            .send()
-            .await
-            .map_err(|e| ErrorKind::from_reqwest(&e))?;
-        body_if(response, &[200]).await.map(drop)
+            .send(endpoint, Method::PUT, &Self::path(key), &[], value.clone())
+            .await?;
+        body_if(reply, &[200]).map(drop)
     }
 }
 

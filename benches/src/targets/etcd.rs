@@ -12,9 +12,12 @@ use std::sync::Arc;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bytes::Bytes;
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use hyper::Method;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::http::HttpClient;
 use super::{body_if, ErrorKind, Found, ReadOk};
 use crate::workloads::key_name;
 
@@ -23,11 +26,14 @@ const PRELOAD_BATCH: u64 = 100;
 /// Bytes of values per preload transaction, below etcd's default request limit of 1.5 MiB.
 const PRELOAD_BATCH_BYTES: u64 = 1 << 20;
 
+/// Headers of every request: the gateway takes JSON.
+const JSON: [(HeaderName, HeaderValue); 1] =
+    [(CONTENT_TYPE, HeaderValue::from_static("application/json"))];
+
 /// An etcd cluster.
 #[derive(Debug)]
 pub struct Etcd {
-    client: reqwest::Client,
-    endpoints: Vec<String>,
+    client: HttpClient,
     prefix: String,
     serializable: bool,
     /// The value last written, base64-encoded once rather than per request.
@@ -35,11 +41,10 @@ pub struct Etcd {
 }
 
 impl Etcd {
-    /// A client of the members at `endpoints`, keys under `prefix/`.
-    pub fn new(client: reqwest::Client, endpoints: Vec<String>, prefix: &str) -> Self {
+    /// A client of the members `client` sends to, keys under `prefix/`.
+    pub fn new(client: HttpClient, prefix: &str) -> Self {
         Self {
             client,
-            endpoints,
             prefix: prefix.to_string(),
             serializable: false,
             encoded_value: std::sync::Mutex::new(None),
@@ -51,8 +56,19 @@ impl Etcd {
         self.serializable = serializable;
     }
 
-    fn url(&self, endpoint: usize, path: &str) -> String {
-        format!("{}{path}", self.endpoints[endpoint % self.endpoints.len()])
+    /// `POST`s `body` as JSON to `path` and returns the answer's body if it is a 200.
+    async fn post(
+        &self,
+        endpoint: usize,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<Bytes, ErrorKind> {
+        let body = serde_json::to_vec(body).map_err(|_| ErrorKind::new("request"))?;
+        let reply = self
+            .client
+            .send(endpoint, Method::POST, path, &JSON, body.into())
+            .await?;
+        body_if(reply, &[200])
     }
 
     fn key(&self, key: u64) -> String {
@@ -79,16 +95,8 @@ impl Etcd {
             kvs: Vec<serde::de::IgnoredAny>,
         }
         let body = json!({ "key": self.key(key), "serializable": self.serializable });
-        let response = self
-            .client
-            .post(self.url(endpoint, "/v3/kv/range"))
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| ErrorKind::from_reqwest(&e))?;
-        let body = body_if(response, &[200]).await?;
-        let range: Range =
-            serde_json::from_slice(&body).map_err(|_| ErrorKind("body".to_string()))?;
+        let body = self.post(endpoint, "/v3/kv/range", &body).await?;
+        let range: Range = serde_json::from_slice(&body).map_err(|_| ErrorKind::new("body"))?;
         let found = if range.kvs.is_empty() {
             Found::Nothing
         } else {
@@ -103,14 +111,7 @@ impl Etcd {
     /// `POST /v3/kv/put`.
     pub async fn write(&self, endpoint: usize, key: u64, value: &Bytes) -> Result<(), ErrorKind> {
         let body = json!({ "key": self.key(key), "value": &*self.encode_value(value) });
-        let response = self
-            .client
-            .post(self.url(endpoint, "/v3/kv/put"))
-            .json(&body)
-            .send()
-            .await
-            .map_err(|e| ErrorKind::from_reqwest(&e))?;
-        body_if(response, &[200]).await.map(drop)
+        self.post(endpoint, "/v3/kv/put", &body).await.map(drop)
     }
 
     /// Writes keys `0..count` in transactions of up to [`PRELOAD_BATCH`] puts and
@@ -131,13 +132,7 @@ impl Etcd {
                     let puts: Vec<_> = (first..count.min(first + batch))
                         .map(|key| json!({ "requestPut": { "key": self.key(key), "value": &*value } }))
                         .collect();
-                    let response = self
-                        .client
-                        .post(self.url(client, "/v3/kv/txn"))
-                        .json(&json!({ "success": puts }))
-                        .send()
-                        .await?;
-                    body_if(response, &[200])
+                    self.post(client, "/v3/kv/txn", &json!({ "success": puts }))
                         .await
                         .map_err(|e| anyhow::anyhow!("preload from {}: {}", key_name(first), e.0))?;
                 }

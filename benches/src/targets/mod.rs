@@ -1,8 +1,9 @@
 //! What the load is sent to: a quorumkv cluster, an etcd cluster, or a bare HTTP server.
 //!
-//! The three targets share one HTTP client (reqwest over hyper, HTTP/1.1 keep-alive,
-//! Nagle off) and one shape: read a key, write a key, preload keys. That keeps the
-//! comparison about the servers: every target pays the same client cost per request.
+//! The three targets share one HTTP client ([`http`]: HTTP/1.1 keep-alive on hyper's
+//! connection API, Nagle off) and one shape: read a key, write a key, preload keys. That
+//! keeps the comparison about the servers: every target pays the same client cost per
+//! request.
 //!
 //! - [`quorumkv`]: `GET`/`PUT /v1/buckets/{bucket}/keys/{key}` with `r`/`w`, the causal
 //!   context carried by the `X-Causal-Context` header.
@@ -16,13 +17,17 @@
 
 pub mod ceiling;
 pub mod etcd;
+pub mod http;
 pub mod quorumkv;
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use clap::ValueEnum;
+use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
+
+use self::http::{HttpClient, Reply};
 
 /// Which kind of server a target is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
@@ -83,23 +88,14 @@ pub struct ReadOk {
 pub struct ErrorKind(pub String);
 
 impl ErrorKind {
-    /// Classifies a client-side failure.
-    pub fn from_reqwest(error: &reqwest::Error) -> Self {
-        let kind = if error.is_timeout() {
-            "timeout"
-        } else if error.is_connect() {
-            "connect"
-        } else if error.is_body() || error.is_decode() {
-            "body"
-        } else {
-            "request"
-        };
+    /// An error of kind `kind`.
+    pub fn new(kind: &str) -> Self {
         ErrorKind(kind.to_string())
     }
 
     /// An HTTP status the target does not answer on success, with the server's error code
     /// when the body carries one (`{"error": "<code>"}` in quorumkv, `{"code": n}` in etcd).
-    pub fn from_status(status: reqwest::StatusCode, body: &[u8]) -> Self {
+    pub fn from_status(status: StatusCode, body: &[u8]) -> Self {
         #[derive(Deserialize)]
         struct ErrorBody {
             error: Option<serde_json::Value>,
@@ -142,27 +138,24 @@ pub enum Target {
 }
 
 impl Target {
-    /// A target of `kind` at `endpoints` (base URLs). `namespace` separates data sets on
-    /// the same server (quorumkv bucket, etcd key prefix); `keys` sizes the client's cache
-    /// of causal contexts.
+    /// A target of `kind` at `endpoints` (base URLs, `http://host:port`), each request
+    /// bounded by `timeout`. `namespace` separates data sets on the same server (quorumkv
+    /// bucket, etcd key prefix); `keys` sizes the client's cache of causal contexts.
     pub fn new(
         kind: TargetKind,
-        endpoints: Vec<String>,
+        endpoints: &[String],
         namespace: &str,
         keys: u64,
-        client: reqwest::Client,
+        timeout: Duration,
     ) -> anyhow::Result<Self> {
         anyhow::ensure!(!endpoints.is_empty(), "{} needs an endpoint", kind.name());
-        let endpoints = endpoints
-            .into_iter()
-            .map(|e| e.trim_end_matches('/').to_string())
-            .collect();
+        let client = HttpClient::new(endpoints, timeout)?;
         Ok(match kind {
             TargetKind::Quorumkv => {
-                Target::Quorumkv(quorumkv::Quorumkv::new(client, endpoints, namespace, keys))
+                Target::Quorumkv(quorumkv::Quorumkv::new(client, namespace, keys))
             }
-            TargetKind::Etcd => Target::Etcd(etcd::Etcd::new(client, endpoints, namespace)),
-            TargetKind::Ceiling => Target::Ceiling(ceiling::Ceiling::new(client, endpoints)),
+            TargetKind::Etcd => Target::Etcd(etcd::Etcd::new(client, namespace)),
+            TargetKind::Ceiling => Target::Ceiling(ceiling::Ceiling::new(client)),
         })
     }
 
@@ -217,30 +210,12 @@ impl Target {
     }
 }
 
-/// The HTTP client every target uses: keep-alive pool sized for `connections`, Nagle off,
-/// a per-request `timeout`.
-pub fn http_client(connections: usize, timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(connections.max(1))
-        .pool_idle_timeout(Duration::from_secs(90))
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(timeout)
-        .build()?)
-}
-
-/// Reads the body of `response` and returns it if the status is one of `ok`, else the
-/// error kind. Reading the body returns the connection to the pool.
-async fn body_if(response: reqwest::Response, ok: &[u16]) -> Result<Bytes, ErrorKind> {
-    let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .map_err(|e| ErrorKind::from_reqwest(&e))?;
-    if ok.contains(&status.as_u16()) {
-        Ok(body)
+/// The body of `reply` if its status is one of `ok`, else the error kind.
+fn body_if(reply: Reply, ok: &[u16]) -> Result<Bytes, ErrorKind> {
+    if ok.contains(&reply.status.as_u16()) {
+        Ok(reply.body)
     } else {
-        Err(ErrorKind::from_status(status, &body))
+        Err(ErrorKind::from_status(reply.status, &reply.body))
     }
 }
 
@@ -252,16 +227,16 @@ mod tests {
     fn error_kinds_carry_the_servers_code() {
         let quorum = br#"{"error":"quorum_unavailable","message":"1 of 2"}"#;
         assert_eq!(
-            ErrorKind::from_status(reqwest::StatusCode::SERVICE_UNAVAILABLE, quorum).0,
+            ErrorKind::from_status(StatusCode::SERVICE_UNAVAILABLE, quorum).0,
             "http_503:quorum_unavailable"
         );
         let etcd = br#"{"error":"etcdserver: too many requests","code":14}"#;
         assert_eq!(
-            ErrorKind::from_status(reqwest::StatusCode::SERVICE_UNAVAILABLE, etcd).0,
+            ErrorKind::from_status(StatusCode::SERVICE_UNAVAILABLE, etcd).0,
             "http_503:etcdserver: too many requests"
         );
         assert_eq!(
-            ErrorKind::from_status(reqwest::StatusCode::BAD_GATEWAY, b"<html>").0,
+            ErrorKind::from_status(StatusCode::BAD_GATEWAY, b"<html>").0,
             "http_502"
         );
     }

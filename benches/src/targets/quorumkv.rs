@@ -13,59 +13,54 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use reqwest::header::HeaderValue;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::Method;
 
+use super::http::HttpClient;
 use super::{body_if, ErrorKind, Found, ReadOk};
 use crate::workloads::key_name;
 
 /// The causal context header.
-const CONTEXT_HEADER: &str = "x-causal-context";
+const CONTEXT_HEADER: HeaderName = HeaderName::from_static("x-causal-context");
 
 /// A quorumkv cluster.
 #[derive(Debug)]
 pub struct Quorumkv {
-    client: reqwest::Client,
-    endpoints: Vec<String>,
+    client: HttpClient,
     bucket: String,
     contexts: ContextCache,
 }
 
 impl Quorumkv {
-    /// A client of the cluster at `endpoints`, using bucket `bucket` with keys `0..keys`.
-    pub fn new(client: reqwest::Client, endpoints: Vec<String>, bucket: &str, keys: u64) -> Self {
+    /// A client of the cluster `client` sends to, using bucket `bucket` with keys
+    /// `0..keys`.
+    pub fn new(client: HttpClient, bucket: &str, keys: u64) -> Self {
         Self {
             client,
-            endpoints,
             bucket: bucket.to_string(),
             contexts: ContextCache::new(keys),
         }
     }
 
-    fn url(&self, endpoint: usize, key: u64, query: &str) -> String {
-        format!(
-            "{}/v1/buckets/{}/keys/{}?{query}",
-            self.endpoints[endpoint % self.endpoints.len()],
-            self.bucket,
-            key_name(key)
-        )
+    fn path(&self, key: u64, query: &str) -> String {
+        format!("/v1/buckets/{}/keys/{}?{query}", self.bucket, key_name(key))
     }
 
     /// `GET` with read quorum `r`: 200, 300 (siblings) and 404 are answers, not errors.
     pub async fn read(&self, endpoint: usize, key: u64, r: &str) -> Result<ReadOk, ErrorKind> {
-        let response = self
+        let path = self.path(key, &format!("r={r}"));
+        let reply = self
             .client
-            .get(self.url(endpoint, key, &format!("r={r}")))
-            .send()
-            .await
-            .map_err(|e| ErrorKind::from_reqwest(&e))?;
+            .send(endpoint, Method::GET, &path, &[], Bytes::new())
+            .await?;
         // Other statuses are errors, which `body_if` below reports.
-        let found = match response.status().as_u16() {
+        let found = match reply.status.as_u16() {
             200 => Found::Value,
             300 => Found::Siblings,
             _ => Found::Nothing,
         };
-        let context = context_of(response.headers().get(CONTEXT_HEADER));
-        body_if(response, &[200, 300, 404]).await?;
+        let context = context_of(reply.headers.get(CONTEXT_HEADER));
+        body_if(reply, &[200, 300, 404])?;
         if let Some(context) = &context {
             self.contexts.store(key, context);
         }
@@ -81,19 +76,19 @@ impl Quorumkv {
         context: Option<String>,
         w: &str,
     ) -> Result<(), ErrorKind> {
-        let mut request = self
+        let path = self.path(key, &format!("w={w}"));
+        let sent = context.or_else(|| self.contexts.load(key));
+        let headers = match sent.map(HeaderValue::try_from) {
+            Some(Ok(context)) => vec![(CONTEXT_HEADER, context)],
+            Some(Err(_)) => return Err(ErrorKind::new("request")),
+            None => Vec::new(),
+        };
+        let reply = self
             .client
-            .put(self.url(endpoint, key, &format!("w={w}")))
-            .body(value.clone());
-        if let Some(context) = context.or_else(|| self.contexts.load(key)) {
-            request = request.header(CONTEXT_HEADER, context);
-        }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| ErrorKind::from_reqwest(&e))?;
-        let context = context_of(response.headers().get(CONTEXT_HEADER));
-        body_if(response, &[200, 204]).await?;
+            .send(endpoint, Method::PUT, &path, &headers, value.clone())
+            .await?;
+        let context = context_of(reply.headers.get(CONTEXT_HEADER));
+        body_if(reply, &[200, 204])?;
         if let Some(context) = &context {
             self.contexts.store(key, context);
         }
