@@ -14,7 +14,6 @@ use axum::body::Bytes as AxumBytes;
 use axum::serve::ListenerExt;
 use axum::Router;
 use bytes::Bytes;
-
 use hyper::Method;
 
 use super::http::HttpClient;

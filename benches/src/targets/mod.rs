@@ -1,9 +1,9 @@
 //! What the load is sent to: a quorumkv cluster, an etcd cluster, or a bare HTTP server.
 //!
-//! The three targets share one HTTP client ([`http`]: HTTP/1.1 keep-alive on hyper's
-//! connection API, Nagle off) and one shape: read a key, write a key, preload keys. That
-//! keeps the comparison about the servers: every target pays the same client cost per
-//! request.
+//! The three targets use the same HTTP client ([`http`]: HTTP/1.1 keep-alive on hyper's
+//! connection API, Nagle off), each its own instance, and have one shape: read a key,
+//! write a key, preload keys. That keeps the comparison about the servers: every target
+//! pays the same client cost per request.
 //!
 //! - [`quorumkv`]: `GET`/`PUT /v1/buckets/{bucket}/keys/{key}` with `r`/`w`, the causal
 //!   context carried by the `X-Causal-Context` header.
