@@ -206,6 +206,9 @@ impl HashTrees {
         let mut read_options = ReadOptions::default();
         // A one-time scan: keep it from evicting the blocks that serve requests.
         read_options.fill_cache(false);
+        // Across shards: the memtable is hashed by shard, so a scan of all of it in key
+        // order needs its copy sorted whole. Once, at open, that is cheap enough.
+        read_options.set_total_order_seek(true);
         for entry in db.iterator_cf_opt(records, read_options, IteratorMode::Start) {
             let (data_key, record) = entry?;
             let Some((shard, bucket, segment, key)) = split_data_key(&data_key) else {
@@ -344,6 +347,8 @@ impl Store {
         let records = self.cf(CF_DATA)?;
         let mut read_options = ReadOptions::default();
         read_options.fill_cache(false);
+        // Every prefix below lies within one shard, the column family's RocksDB prefix.
+        read_options.set_prefix_same_as_start(true);
         let mut iter = self.db.raw_iterator_cf_opt(records, read_options);
         let mut keys = Vec::new();
         let mut collect = |prefix: &[u8], iter: &mut rocksdb::DBRawIterator<'_>| {

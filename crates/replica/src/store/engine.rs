@@ -156,19 +156,20 @@ mod tests {
         assert_eq!(data(&empty).write_stops, Some(0));
         assert_eq!(data(&empty).write_delays, Some(0));
 
-        for i in 0..100u32 {
+        // More than the memtable's first block of memory, which its size counts whole.
+        for i in 0..2000u32 {
             store
-                .raw_put(b"bucket", &i.to_be_bytes(), &[7; 100])
+                .raw_put(b"bucket", &i.to_be_bytes(), &[7; 1000])
                 .expect("put");
         }
         let written = store.engine_stats().expect("stats");
         let memtable = data(&written).memtable_bytes.expect("memtable size");
         let empty_memtable = data(&empty).memtable_bytes.expect("memtable size");
         assert!(
-            memtable >= empty_memtable + 100 * 100,
-            "100 values of 100 bytes, memtable {empty_memtable} -> {memtable}"
+            memtable >= empty_memtable + 2000 * 1000,
+            "2000 values of 1000 bytes, memtable {empty_memtable} -> {memtable}"
         );
-        assert_eq!(written.estimated_keys, Some(100));
+        assert_eq!(written.estimated_keys, Some(2000));
 
         store.flush().expect("flush");
         let flushed = store.engine_stats().expect("stats");
@@ -179,7 +180,7 @@ mod tests {
             data(&flushed).memtable_bytes < Some(memtable),
             "the flush emptied the memtable: {flushed:?}"
         );
-        assert_eq!(flushed.estimated_keys, Some(100));
+        assert_eq!(flushed.estimated_keys, Some(2000));
         assert_eq!(flushed.running_compactions.map(|n| n <= 1), Some(true));
         assert_eq!(
             flushed.block_cache_capacity,

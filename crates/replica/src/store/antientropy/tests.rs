@@ -36,7 +36,12 @@ fn from_scratch(store: &Store) -> Vec<PartitionTrees> {
     let bits = store.aae_partition_bits();
     let mut partitions: Vec<PartitionTrees> = (0..1 << bits).map(|_| BTreeMap::new()).collect();
     let data = store.cf(CF_DATA).unwrap();
-    for entry in store.db.iterator_cf(data, IteratorMode::Start) {
+    let mut total_order = rocksdb::ReadOptions::default();
+    total_order.set_total_order_seek(true);
+    for entry in store
+        .db
+        .iterator_cf_opt(data, total_order, IteratorMode::Start)
+    {
         let (data_key, record) = entry.unwrap();
         let (_, bucket, _, key) = split_data_key(&data_key).unwrap();
         let hash = key_hash(bucket, key);
