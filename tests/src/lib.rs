@@ -306,7 +306,7 @@ impl Cluster {
                     .unwrap_or_else(|| dir.path().join(format!("node{}", i + 1))),
                 log_path: dir.path().join(format!("node{}.log", i + 1)),
                 seeds: addrs.clone(),
-                extra_args: [args_of(i), network.node_args(i)].concat(),
+                extra_args: with_runtime_of(i, [args_of(i), network.node_args(i)].concat()),
                 launcher: network.launcher(i),
                 child: None,
             })
@@ -467,8 +467,15 @@ impl Cluster {
     pub fn join(&mut self, seeds: &[usize], extra_args: &[&str]) -> usize {
         let i = self.nodes.len();
         let addr = self.network.addr(i);
-        let mut args = self.nodes[0].extra_args.clone();
-        args.extend(extra_args.iter().map(|s| s.to_string()));
+        let args = with_runtime_of(
+            i,
+            self.nodes[0]
+                .extra_args
+                .iter()
+                .cloned()
+                .chain(extra_args.iter().map(|s| s.to_string()))
+                .collect(),
+        );
         let dir = self._dir.path();
         self.nodes.push(Node {
             id: format!("node{}", i + 1),
@@ -669,6 +676,20 @@ pub fn serve_refusal(args: &[&str]) -> String {
     }
     assert!(!status.success(), "{args:?} exited 0: {stderr}");
     stderr
+}
+
+/// Node `i`'s flags, given one worker thread when `i` is odd and the test did not choose.
+///
+/// A node with one worker runs tokio's current-thread scheduler, and one with more the
+/// multi-threaded one (`serve::main`). `make run`, the benchmarks and a pod with one core
+/// run the first, a node with the cores of a machine the second: every cluster of two or
+/// more nodes here mixes both, so the suite covers each, and nodes of the two kinds
+/// talking to each other.
+fn with_runtime_of(i: usize, mut args: Vec<String>) -> Vec<String> {
+    if i % 2 == 1 && flag_value(&args, "--worker-threads").is_none() {
+        args.extend(["--worker-threads".to_string(), "1".to_string()]);
+    }
+    args
 }
 
 /// The value of `flag` in `args` (`--flag value` or `--flag=value`).

@@ -93,7 +93,8 @@ pub struct ServeArgs {
     pub memtable_mib: u32,
     /// Threads that run requests (the async runtime's workers); by default one per core
     /// the process may use. Nodes that share a machine each take their share of its cores
-    /// (see BENCHMARKS.md, "Threads per node").
+    /// (see BENCHMARKS.md, "Threads per node"). With one, the node runs a single-threaded
+    /// scheduler, which costs less per request than a pool of one ("One scheduler thread").
     #[arg(long, env = "QUORUMKV_WORKER_THREADS",
           value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub worker_threads: Option<u16>,

@@ -58,11 +58,20 @@ const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.
 /// Runs a node until SIGTERM or SIGINT.
 pub fn main(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    let threads = args.worker_threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, usize::from),
+        usize::from,
+    );
+    // One worker: the current-thread scheduler runs the same tasks on the thread that
+    // drives the I/O, without the work-stealing machinery a single worker cannot use.
+    let mut runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut runtime = tokio::runtime::Builder::new_multi_thread();
+        runtime.worker_threads(threads);
+        runtime
+    };
     runtime.enable_all();
-    if let Some(threads) = args.worker_threads {
-        runtime.worker_threads(usize::from(threads));
-    }
     let runtime = runtime.build().context("cannot start the async runtime")?;
     runtime.block_on(run(args))
 }
