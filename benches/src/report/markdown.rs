@@ -69,6 +69,17 @@ pub fn percent(value: f64) -> String {
     format!("{:.0}%", value * 100.0)
 }
 
+/// A ratio to one more decimal than [`ratio`], for a figure held against a goal: `3.96x`
+/// must not read as the `4.0x` it falls short of.
+pub fn ratio_fine(value: f64) -> String {
+    format!("{value:.2}x")
+}
+
+/// A share to one more decimal than [`percent`], for the same reason: `19.8%`.
+pub fn percent_fine(value: f64) -> String {
+    format!("{:.1}%", value * 100.0)
+}
+
 /// The UTC date `YYYY-MM-DD` of a Unix time (days to civil date, after H. Hinnant's
 /// `civil_from_days`).
 pub fn utc_date(unix_seconds: u64) -> String {
@@ -112,6 +123,8 @@ mod tests {
         assert_eq!(ms(3.2149), "3.21 ms");
         assert_eq!(ratio(4.26), "4.3x");
         assert_eq!(percent(0.271), "27%");
+        assert_eq!(ratio_fine(3.956), "3.96x");
+        assert_eq!(percent_fine(0.1979), "19.8%");
     }
 
     #[test]
