@@ -67,6 +67,17 @@ pub fn binary() -> PathBuf {
     path
 }
 
+/// The checkout under test: where the manifests, docs and sources the tests read are.
+///
+/// Taken from `CARGO_MANIFEST_DIR` as cargo sets it when it runs a test, and only failing
+/// that from where the test was compiled: checkouts that share one target directory may
+/// run a test binary another checkout built, whose compile-time path is that checkout's.
+pub fn workspace_root() -> PathBuf {
+    let tests = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    tests.join("..")
+}
+
 /// The ports test nodes listen on: below the kernel's ephemeral range (32768 and up by
 /// default), so that no outgoing connection of this or another process can take a port
 /// between the moment it is chosen and the moment the node binds it.

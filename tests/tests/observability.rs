@@ -271,7 +271,7 @@ fn sample(metrics: &str, name: &str, labels: &[String]) -> Option<f64> {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    quorumkv_tests::workspace_root()
 }
 
 fn read(path: &str) -> String {

@@ -25,7 +25,6 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::Path;
 use std::process::{Child, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,7 +52,7 @@ const HAND_OFF: Duration = Duration::from_secs(120);
 
 #[test]
 fn the_prestop_hook_hands_off_on_scale_down_and_only_then() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = quorumkv_tests::workspace_root();
     let manifest: Value = serde_yaml_ng::from_str(
         &std::fs::read_to_string(root.join("deploy/k8s/base/statefulset.yaml")).unwrap(),
     )

@@ -9,7 +9,6 @@
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with its location
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -24,7 +23,7 @@ const TEST_TOKEN: &str = "client-token-of-the-statefulset-test";
 
 #[test]
 fn three_nodes_started_as_the_statefulset_starts_them_form_one_ring() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = quorumkv_tests::workspace_root();
     let manifest: Value = serde_yaml_ng::from_str(
         &std::fs::read_to_string(root.join("deploy/k8s/base/statefulset.yaml")).unwrap(),
     )
