@@ -1,6 +1,6 @@
 //! Authentication: bearer tokens for clients, a shared secret between nodes.
 //!
-//! This layer enforces whichever is configured; the server decides which must be (a node
+//! The node's edge ([`crate::edge`]) enforces whichever is configured; the server decides which must be (a node
 //! with peers needs the cluster secret). With `--auth-token-file`, every route but the
 //! probes (`/v1/health`, `/v1/ready`) and the status page's shell (`/`, which holds no
 //! data; its requests carry a token given as `#token=...` in the page address) needs
@@ -16,16 +16,9 @@
 //! clear: keep the nodes on a network only they and trusted clients reach.
 
 use std::fmt;
-use std::sync::Arc;
 
-use axum::extract::Request;
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
-use axum::response::IntoResponse;
-use axum::Router;
+use axum::http::{header, HeaderMap, HeaderValue};
 use subtle::ConstantTimeEq;
-
-use crate::error::ApiError;
 
 /// The header that carries the cluster secret on internode requests.
 pub const CLUSTER_SECRET_HEADER: &str = "x-quorumkv-cluster-secret";
@@ -107,14 +100,12 @@ impl Credentials {
         self.cluster_secret.as_deref()
     }
 
-    /// Whether `request` may proceed.
-    fn admits(&self, request: &Request) -> bool {
-        let path = request.uri().path();
+    /// Whether a request for `path` with `headers` may proceed.
+    pub(crate) fn admits(&self, path: &str, headers: &HeaderMap) -> bool {
         if path.starts_with("/internal/") {
             return match &self.cluster_secret {
                 None => true,
-                Some(secret) => request
-                    .headers()
+                Some(secret) => headers
                     .get(CLUSTER_SECRET_HEADER)
                     .is_some_and(|given| equal(given.as_bytes(), secret.as_bytes())),
             };
@@ -125,8 +116,7 @@ impl Credentials {
         if OPEN_ROUTES.contains(&path) {
             return true;
         }
-        let Some(given) = request
-            .headers()
+        let Some(given) = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
         else {
@@ -143,42 +133,25 @@ fn equal(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 
-/// Puts `credentials` in front of every route of `router`.
-pub fn with_auth(router: Router, credentials: Arc<Credentials>) -> Router {
-    router.layer(axum::middleware::from_fn(
-        move |request: Request, next: Next| {
-            let credentials = Arc::clone(&credentials);
-            async move {
-                if credentials.admits(&request) {
-                    return next.run(request).await;
-                }
-                metrics::counter!("quorumkv_unauthorized_requests_total").increment(1);
-                let mut response = ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "missing or wrong credentials",
-                )
-                .into_response();
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                response
-            }
-        },
-    ))
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
 
-    fn request(path: &str, headers: &[(&str, &str)]) -> Request {
-        let mut builder = Request::builder().uri(path);
+    /// A request's path and headers, as the edge hands them over.
+    fn request(path: &str, headers: &[(&str, &str)]) -> (String, HeaderMap) {
+        let mut map = HeaderMap::new();
         for (name, value) in headers {
-            builder = builder.header(*name, *value);
+            map.insert(
+                header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
         }
-        builder.body(axum::body::Body::empty()).unwrap()
+        (path.to_string(), map)
+    }
+
+    fn admits(c: &Credentials, (path, headers): (String, HeaderMap)) -> bool {
+        c.admits(&path, &headers)
     }
 
     #[test]
@@ -186,17 +159,23 @@ mod tests {
         let c = Credentials::default()
             .with_client_tokens("# ops\nalpha-token\n\nbeta-token\n")
             .unwrap();
-        assert!(!c.admits(&request("/v1/buckets/b/keys/k", &[])));
-        assert!(!c.admits(&request("/metrics", &[("authorization", "Bearer wrong")])));
-        assert!(!c.admits(&request("/v1/cluster", &[("authorization", "alpha-token")])));
-        assert!(c.admits(&request(
-            "/v1/cluster",
-            &[("authorization", "Bearer beta-token")]
-        )));
-        assert!(c.admits(&request("/v1/health", &[])));
-        assert!(c.admits(&request("/v1/ready", &[])));
+        assert!(!admits(&c, request("/v1/buckets/b/keys/k", &[])));
+        assert!(!admits(
+            &c,
+            request("/metrics", &[("authorization", "Bearer wrong")])
+        ));
+        assert!(!admits(
+            &c,
+            request("/v1/cluster", &[("authorization", "alpha-token")])
+        ));
+        assert!(admits(
+            &c,
+            request("/v1/cluster", &[("authorization", "Bearer beta-token")])
+        ));
+        assert!(admits(&c, request("/v1/health", &[])));
+        assert!(admits(&c, request("/v1/ready", &[])));
         // Internode routes are the cluster secret's business, not the tokens'.
-        assert!(c.admits(&request("/internal/v1/rpc", &[])));
+        assert!(admits(&c, request("/internal/v1/rpc", &[])));
     }
 
     #[test]
@@ -204,16 +183,22 @@ mod tests {
         let c = Credentials::default()
             .with_cluster_secret("  a-long-enough-secret\n")
             .unwrap();
-        assert!(!c.admits(&request("/internal/v1/rpc", &[])));
-        assert!(!c.admits(&request(
-            "/internal/v1/rpc",
-            &[(CLUSTER_SECRET_HEADER, "a-long-enough-secreT")]
-        )));
-        assert!(c.admits(&request(
-            "/internal/v1/rpc",
-            &[(CLUSTER_SECRET_HEADER, "a-long-enough-secret")]
-        )));
-        assert!(c.admits(&request("/v1/buckets/b/keys/k", &[])));
+        assert!(!admits(&c, request("/internal/v1/rpc", &[])));
+        assert!(!admits(
+            &c,
+            request(
+                "/internal/v1/rpc",
+                &[(CLUSTER_SECRET_HEADER, "a-long-enough-secreT")]
+            )
+        ));
+        assert!(admits(
+            &c,
+            request(
+                "/internal/v1/rpc",
+                &[(CLUSTER_SECRET_HEADER, "a-long-enough-secret")]
+            )
+        ));
+        assert!(admits(&c, request("/v1/buckets/b/keys/k", &[])));
     }
 
     #[test]

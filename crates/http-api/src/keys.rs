@@ -2,7 +2,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -111,7 +111,7 @@ pub async fn put_key(
     State(state): State<AppState>,
     uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    ValueBody(body): ValueBody,
 ) -> Result<Response, ApiError> {
     let (bucket, key) = bucket_and_key(uri.path())?;
     let query = parse_query(uri.query(), WRITE_PARAMS)?;
@@ -213,6 +213,30 @@ fn content_type_from(headers: &HeaderMap) -> Result<String, ApiError> {
             )
         })?;
     Ok(text.to_string())
+}
+
+/// The body of a PUT. A value whose declared `Content-Length` is over the limit is
+/// refused with 413 `value_too_large` before any of its body is read: neither the client
+/// nor the node need spend time on a body that will be refused. A body without a length
+/// is counted as it streams in ([`axum::extract::DefaultBodyLimit`]), and how reading it
+/// went is left to the handler, which checks the rest of the request first.
+pub struct ValueBody(Result<Bytes, BytesRejection>);
+
+impl FromRequest<AppState> for ValueBody {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let limit = state.max_value_bytes;
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > limit as u64) {
+            return Err(too_large(limit));
+        }
+        Ok(Self(Bytes::from_request(request, state).await))
+    }
 }
 
 fn body_error(rejection: &BytesRejection, limit: usize) -> ApiError {

@@ -15,9 +15,9 @@
 //! that fails validation changes nothing.
 //!
 //! A value whose declared length is over the limit is refused before its body is read, and
-//! [`with_request_timeout`] bounds a request as a whole, so that a slow client cannot hold a
-//! task forever; the listener's own limits (head size and time, connections) are set where
-//! it is served.
+//! the node's [`Edge`] checks credentials and bounds a request as a whole, so that a slow
+//! client cannot hold a task forever; the listener's own limits (head size and time,
+//! connections) are set where it is served.
 //!
 //! # Layout
 //!
@@ -28,6 +28,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod edge;
 pub mod error;
 pub mod fault;
 pub mod internode;
@@ -40,17 +41,14 @@ pub mod status;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Request};
-use axum::handler::Handler;
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use quorumkv_coordinator::Coordinator;
 
-pub use auth::{with_auth, Credentials};
+pub use auth::Credentials;
+pub use edge::Edge;
 pub use error::ApiError;
 pub use internode::HttpTransport;
 
@@ -85,16 +83,11 @@ impl AppState {
 /// The router of one node: client and admin routes under `/v1`, `/metrics`, and the
 /// internode route.
 pub fn router(state: AppState) -> Router {
-    let max_value_bytes = state.max_value_bytes;
     let client = Router::new()
         .route(
             "/v1/buckets/{bucket}/keys/{*key}",
             get(keys::get_key)
-                .put(keys::put_key.layer(axum::middleware::from_fn(
-                    move |request: Request, next: Next| {
-                        refuse_declared_oversize(max_value_bytes, request, next)
-                    },
-                )))
+                .put(keys::put_key)
                 .delete(keys::delete_key)
                 .fallback(admin::method_not_allowed),
         )
@@ -143,96 +136,7 @@ pub fn router(state: AppState) -> Router {
     client
         .merge(internode)
         .merge(status::router())
-        .route_layer(axum::middleware::from_fn(observe::track))
+        .route_layer(observe::TrackLayer::default())
         .fallback(admin::unknown_route)
         .with_state(state)
-}
-
-/// Refuses a value whose declared `Content-Length` is over the limit with 413
-/// `value_too_large` before reading any of its body: neither the client nor the node need
-/// spend time on a body that will be refused. Bodies without a length are counted as they
-/// stream in ([`DefaultBodyLimit`]).
-async fn refuse_declared_oversize(limit: usize, request: Request, next: Next) -> Response {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "value_too_large",
-            format!("values are at most {limit} bytes"),
-        )
-        .into_response();
-    }
-    next.run(request).await
-}
-
-/// Bounds every request of `router` as a whole, from its head to its response, reading the
-/// body included: past `limit` the work is dropped, the client gets 408 `request_timeout`,
-/// and the connection is closed (the rest of the body is never read).
-///
-/// A backstop behind the per-request quorum timeouts, which only cover waiting for
-/// replicas: without it a client that sends its body a byte at a time, or declares a
-/// `Content-Length` it never sends, would hold a connection and a task forever.
-pub fn with_request_timeout(router: Router, limit: Duration) -> Router {
-    router.layer(axum::middleware::from_fn(
-        move |request: Request, next: Next| async move {
-            match tokio::time::timeout(limit, next.run(request)).await {
-                Ok(response) => response,
-                Err(_) => {
-                    let mut response = ApiError::new(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "request_timeout",
-                        format!("the request took longer than {} ms", limit.as_millis()),
-                    )
-                    .into_response();
-                    response
-                        .headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                    response
-                }
-            }
-        },
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use axum::body::Body;
-    use http_body_util::BodyExt;
-    use tower::ServiceExt;
-
-    use super::*;
-
-    #[tokio::test]
-    async fn a_request_over_its_time_gets_408_and_the_connection_closes() {
-        let slow = Router::new().route(
-            "/slow",
-            get(|| async {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                "too late"
-            }),
-        );
-        let app = with_request_timeout(slow, Duration::from_millis(20));
-        let request = Request::builder()
-            .uri("/slow")
-            .body(Body::empty())
-            .expect("request");
-        let response = app.oneshot(request).await.expect("infallible");
-        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
-        assert_eq!(
-            response.headers().get(header::CONNECTION),
-            Some(&HeaderValue::from_static("close"))
-        );
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        let body: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
-        assert_eq!(body["error"], "request_timeout");
-    }
 }

@@ -1,42 +1,215 @@
 //! Request metrics: a counter by route, method and status, and a latency histogram by
 //! route and method. Routes are labelled by their template (`/v1/buckets/{bucket}/keys/{*key}`),
-//! never by the concrete path, so the number of series stays bounded whatever clients send.
+//! never by the concrete path, and by method only for HTTP's own methods (any other is
+//! `other`), so the number of series stays bounded whatever clients send.
 //! Client key requests are also timed by operation and quorum (`QuorumTimer`), and the
 //! store's RocksDB figures are read when `/metrics` is scraped ([`record_engine_stats`]),
 //! with the runtime's ([`record_runtime`]).
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
+use axum::http::{Method, StatusCode};
 use axum::response::Response;
+use metrics::{Counter, Histogram};
+use pin_project_lite::pin_project;
 use quorumkv_coordinator::{BucketName, Coordinator, EngineStats, QuorumSpec};
+use tower::{Layer, Service};
 
-/// Records one request.
-pub async fn track(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = request.method().as_str().to_string();
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!(
-        "quorumkv_http_requests_total",
-        "route" => route.clone(),
-        "method" => method.clone(),
-        "status" => status
-    )
-    .increment(1);
-    metrics::histogram!(
-        "quorumkv_http_request_duration_seconds",
-        "route" => route,
-        "method" => method
-    )
-    .record(started.elapsed().as_secs_f64());
-    response
+/// Counts and times every routed request: a [`Track`] around each route.
+///
+/// A plain tower layer rather than an axum `from_fn` one, which per request would clone
+/// the route's boxed service and box two futures; and each series' handles are looked up
+/// once, then kept (`Series`), rather than each request building its labels and looking
+/// them up in the recorder's registry.
+#[derive(Clone, Default)]
+pub struct TrackLayer {
+    series: Arc<Series>,
+}
+
+impl<S> Layer<S> for TrackLayer {
+    type Service = Track<S>;
+
+    fn layer(&self, inner: S) -> Track<S> {
+        Track {
+            inner,
+            series: Arc::clone(&self.series),
+        }
+    }
+}
+
+/// One route, counted and timed.
+#[derive(Clone)]
+pub struct Track<S> {
+    inner: S,
+    series: Arc<Series>,
+}
+
+impl<S> Service<Request> for Track<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Tracked<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Tracked<S::Future> {
+        let started = Instant::now();
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", MatchedPath::as_str);
+        let route = self.series.of(route, method_label(request.method()));
+        Tracked {
+            inner: self.inner.call(request),
+            route: Some(route),
+            started,
+        }
+    }
+}
+
+pin_project! {
+    /// A request on its way through a [`Track`]: recorded when its response is ready. A
+    /// request dropped before that (cut off by the request timeout, or by its client going
+    /// away) is not recorded here; the edge answers it.
+    pub struct Tracked<F> {
+        #[pin]
+        inner: F,
+        route: Option<Arc<RouteSeries>>,
+        started: Instant,
+    }
+}
+
+impl<F, E> Future for Tracked<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let answer = ready!(this.inner.poll(cx));
+        if let (Ok(response), Some(route)) = (&answer, this.route.take()) {
+            route.record(response.status(), this.started.elapsed());
+        }
+        Poll::Ready(answer)
+    }
+}
+
+/// The `method` label of a request: its method when it is one of HTTP's own, `other`
+/// otherwise, so that clients inventing methods cannot add series without bound.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
+/// The request series of one router, by route template and method:
+/// `quorumkv_http_requests_total{route, method, status}` and
+/// `quorumkv_http_request_duration_seconds{route, method}`.
+///
+/// Handles are taken from the recorder on a route's first request and kept, so they must
+/// outlive no recorder: the series belong to one router, and a node installs its recorder
+/// before it builds its router.
+#[derive(Default)]
+pub(crate) struct Series {
+    routes: RwLock<ByRoute>,
+}
+
+/// By route template, then by method label: a route has a handful of methods at most.
+type ByRoute = HashMap<String, Vec<(&'static str, Arc<RouteSeries>)>>;
+
+impl Series {
+    /// The series of `method` on `route`, made on first use.
+    fn of(&self, route: &str, method: &'static str) -> Arc<RouteSeries> {
+        let find = |routes: &ByRoute| {
+            routes.get(route).and_then(|methods| {
+                methods
+                    .iter()
+                    .find(|(m, _)| *m == method)
+                    .map(|(_, series)| Arc::clone(series))
+            })
+        };
+        if let Some(series) = find(&self.routes.read().unwrap_or_else(PoisonError::into_inner)) {
+            return series;
+        }
+        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(series) = find(&routes) {
+            return series;
+        }
+        let series = Arc::new(RouteSeries::new(route, method));
+        routes
+            .entry(route.to_string())
+            .or_default()
+            .push((method, Arc::clone(&series)));
+        series
+    }
+}
+
+/// The series of one route and method.
+pub(crate) struct RouteSeries {
+    route: String,
+    method: &'static str,
+    duration: Histogram,
+    /// By status code; a route answers with a handful of codes.
+    counts: RwLock<Vec<(StatusCode, Counter)>>,
+}
+
+impl RouteSeries {
+    fn new(route: &str, method: &'static str) -> Self {
+        let duration = metrics::histogram!(
+            "quorumkv_http_request_duration_seconds",
+            "route" => route.to_string(),
+            "method" => method
+        );
+        Self {
+            route: route.to_string(),
+            method,
+            duration,
+            counts: RwLock::default(),
+        }
+    }
+
+    fn record(&self, status: StatusCode, took: Duration) {
+        self.duration.record(took.as_secs_f64());
+        let counts = self.counts.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, counter)) = counts.iter().find(|(s, _)| *s == status) {
+            counter.increment(1);
+            return;
+        }
+        drop(counts);
+        let mut counts = self.counts.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, counter)) = counts.iter().find(|(s, _)| *s == status) {
+            counter.increment(1);
+            return;
+        }
+        let counter = metrics::counter!(
+            "quorumkv_http_requests_total",
+            "route" => self.route.clone(),
+            "method" => self.method,
+            "status" => status.as_u16().to_string()
+        );
+        counter.increment(1);
+        counts.push((status, counter));
+    }
 }
 
 /// Times one client key request under its operation and its quorum, into

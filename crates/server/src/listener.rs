@@ -14,19 +14,19 @@
 //!   connection slot: a client that connects and says nothing is closed like one that
 //!   sends no request head. Shutdown cuts handshakes still under way.
 //!
-//! The whole-request timeout is a layer of the router
-//! (`quorumkv_http_api::with_request_timeout`). Every accepted socket gets `TCP_NODELAY`:
+//! The credentials and the whole-request timeout are the router's edge
+//! (`quorumkv_http_api::Edge`). Every accepted socket gets `TCP_NODELAY`:
 //! small responses must not wait for delayed ACKs.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use quorumkv_http_api::Edge;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -52,7 +52,7 @@ pub struct ConnectionLimits {
 /// for at most [`DRAIN_TIMEOUT`], and returns.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: Edge,
     limits: ConnectionLimits,
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,

@@ -21,9 +21,7 @@ use anyhow::{bail, Context};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use quorumkv_coordinator::detector::DetectorOptions;
 use quorumkv_coordinator::{Coordinator, CoordinatorOptions, NodeId, SyncPolicy};
-use quorumkv_http_api::{
-    router, with_auth, with_request_timeout, AppState, Credentials, HttpTransport,
-};
+use quorumkv_http_api::{router, AppState, Credentials, Edge, HttpTransport};
 use quorumkv_replica::{Store, StoreOptions};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -207,8 +205,11 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         app
     };
-    let app = with_auth(app, credentials);
-    let app = with_request_timeout(app, Duration::from_millis(args.request_timeout_ms));
+    let app = Edge::new(
+        app,
+        credentials,
+        Duration::from_millis(args.request_timeout_ms),
+    );
     let limits = ConnectionLimits {
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         header_timeout: Duration::from_millis(args.header_timeout_ms),

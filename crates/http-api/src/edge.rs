@@ -1,0 +1,238 @@
+//! The node's edge: what every request passes before it is routed. Its credentials are
+//! checked ([`Credentials`]), and the request as a whole, from its head to its response
+//! and reading its body included, is bounded in time.
+//!
+//! The time bound is a backstop behind the per-request quorum timeouts, which only cover
+//! waiting for replicas: without it a client that sends its body a byte at a time, or
+//! declares a `Content-Length` it never sends, would hold a connection and a task forever.
+//! Past the limit the work is dropped, the client gets 408 `request_timeout`, and the
+//! connection is closed (the rest of the body is never read).
+//!
+//! [`Edge`] is a plain service around the router, not a router layer. An axum `from_fn`
+//! layer wraps every route, and each request through it clones the route's boxed service
+//! and boxes two futures; the edge adds one timer and no allocation. Every request of a
+//! quorum operation (the client's and the internode ones) passes here, so this is on the
+//! hottest path there is (BENCHMARKS.md, "A plain edge").
+
+use std::convert::Infallible;
+use std::future::{ready, Future, Ready};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::future::RouteFuture;
+use axum::{BoxError, Router};
+use pin_project_lite::pin_project;
+use tokio::time::Timeout;
+use tower::Service;
+
+use crate::auth::Credentials;
+use crate::error::ApiError;
+
+/// The router behind the node's edge: credentials checked, whole requests bounded by
+/// `limit`.
+#[derive(Clone, Debug)]
+pub struct Edge {
+    router: Router,
+    credentials: Arc<Credentials>,
+    limit: Duration,
+}
+
+impl Edge {
+    /// Puts `router` behind the edge.
+    pub fn new(router: Router, credentials: Arc<Credentials>, limit: Duration) -> Self {
+        Self {
+            router,
+            credentials,
+            limit,
+        }
+    }
+}
+
+impl<B> Service<axum::http::Request<B>> for Edge
+where
+    B: axum::body::HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = EdgeFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The router is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::http::Request<B>) -> EdgeFuture {
+        if !self
+            .credentials
+            .admits(request.uri().path(), request.headers())
+        {
+            return EdgeFuture {
+                state: State::Refused {
+                    answer: ready(Ok(unauthorized())),
+                },
+            };
+        }
+        let routed = Service::<axum::http::Request<B>>::call(&mut self.router, request);
+        EdgeFuture {
+            state: State::Routed {
+                routed: tokio::time::timeout(self.limit, routed),
+                limit: self.limit,
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The answer to one request at the edge.
+    pub struct EdgeFuture {
+        #[pin]
+        state: State,
+    }
+}
+
+pin_project! {
+    #[project = StateProjection]
+    enum State {
+        // Refused for its credentials: no handler ran.
+        Refused { answer: Ready<Result<Response, Infallible>> },
+        // Routed, within the limit (kept for the 408's message).
+        Routed {
+            #[pin]
+            routed: Timeout<RouteFuture<Infallible>>,
+            limit: Duration,
+        },
+    }
+}
+
+impl Future for EdgeFuture {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProjection::Refused { answer } => Pin::new(answer).poll(cx),
+            StateProjection::Routed { routed, limit } => match routed.poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Ok(answer)) => Poll::Ready(answer),
+                Poll::Ready(Err(_elapsed)) => Poll::Ready(Ok(timed_out(*limit))),
+            },
+        }
+    }
+}
+
+/// 401 `unauthorized`, with the scheme a client should use.
+fn unauthorized() -> Response {
+    metrics::counter!("quorumkv_unauthorized_requests_total").increment(1);
+    let mut response = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "missing or wrong credentials",
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// 408 `request_timeout`, closing the connection: the rest of the request is not read.
+fn timed_out(limit: Duration) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        format!("the request took longer than {} ms", limit.as_millis()),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use axum::body::Body;
+    use axum::extract::Request;
+    use axum::routing::get;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn slow_router() -> Router {
+        Router::new()
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    "too late"
+                }),
+            )
+            .route("/internal/v1/rpc", get(|| async { "peer" }))
+            .route("/v1/health", get(|| async { "ok" }))
+    }
+
+    async fn error_code(response: Response) -> String {
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        body["error"].as_str().unwrap().to_string()
+    }
+
+    fn request(path: &str, headers: &[(&str, &str)]) -> Request {
+        let mut builder = Request::builder().uri(path);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(Body::empty()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_request_over_its_time_gets_408_and_the_connection_closes() {
+        let edge = Edge::new(
+            slow_router(),
+            Arc::new(Credentials::default()),
+            Duration::from_millis(20),
+        );
+        let response = edge.oneshot(request("/slow", &[])).await.unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(
+            response.headers().get(header::CONNECTION),
+            Some(&HeaderValue::from_static("close"))
+        );
+        assert_eq!(error_code(response).await, "request_timeout");
+    }
+
+    #[tokio::test]
+    async fn missing_credentials_get_401_before_any_handler_and_good_ones_pass() {
+        let credentials = Credentials::default()
+            .with_client_tokens("alpha-token")
+            .unwrap()
+            .with_cluster_secret("a-long-enough-secret")
+            .unwrap();
+        let edge = Edge::new(slow_router(), Arc::new(credentials), Duration::from_secs(5));
+        // A refused request never reaches the handler that would sleep for 30 s.
+        let refused = edge.clone().oneshot(request("/slow", &[])).await.unwrap();
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            refused.headers().get(header::WWW_AUTHENTICATE),
+            Some(&HeaderValue::from_static("Bearer"))
+        );
+        assert_eq!(error_code(refused).await, "unauthorized");
+        let peer = request(
+            "/internal/v1/rpc",
+            &[(crate::auth::CLUSTER_SECRET_HEADER, "a-long-enough-secret")],
+        );
+        assert_eq!(
+            edge.clone().oneshot(peer).await.unwrap().status(),
+            StatusCode::OK
+        );
+        let probe = edge.oneshot(request("/v1/health", &[])).await.unwrap();
+        assert_eq!(probe.status(), StatusCode::OK);
+    }
+}
