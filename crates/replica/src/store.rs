@@ -71,7 +71,7 @@ use std::sync::{
 
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompactionStyle,
-    DBCompressionType, MemtableFactory, Options, ReadOptions, ReadTier, SliceTransform,
+    DBCompressionType, Env, MemtableFactory, Options, ReadOptions, ReadTier, SliceTransform,
     WriteOptions, DB,
 };
 
@@ -310,6 +310,18 @@ impl Store {
         // In-place updates of `records` (below) need memtable writes to be applied by one
         // thread at a time; RocksDB's write leader applies a whole write group anyway.
         db_options.set_allow_concurrent_memtable_write(false);
+        // RocksDB's flushes and compactions run at the lowest CPU priority (nice 19), as
+        // Cassandra runs its compactions: they have seconds to finish, requests have
+        // milliseconds. A flush is a burst of CPU (the hashed memtable is sorted whole
+        // before it is written), and the owners of a key flush together, as they hold the
+        // same writes: at normal priority, writes at half the cluster's capacity stalled for
+        // 200 to 740 ms at each flush, and now for tens (BENCHMARKS.md, "Flushes at low
+        // priority"). A flush still gets every cycle the requests leave. The setting is
+        // RocksDB's process-wide default environment, so it holds for every store opened.
+        let mut env = Env::new().map_err(|e| StoreError::Db(e.to_string()))?;
+        env.lower_thread_pool_cpu_priority();
+        env.lower_high_priority_thread_pool_cpu_priority();
+        db_options.set_env(&env);
 
         let mut column_families = vec![
             ColumnFamilyDescriptor::new(
@@ -844,6 +856,64 @@ fn test_object(text: &str) -> VersionedObject {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The nice value of each thread of this process whose name starts with `prefix`.
+    #[cfg(target_os = "linux")]
+    fn nice_of_threads(prefix: &str) -> Vec<i64> {
+        let mut found = Vec::new();
+        for task in std::fs::read_dir("/proc/self/task").expect("/proc/self/task") {
+            let task = task.expect("a task").path();
+            let Ok(name) = std::fs::read_to_string(task.join("comm")) else {
+                continue; // the thread ended meanwhile
+            };
+            if name.trim_end().starts_with(prefix) {
+                found.push(nice_in(
+                    &std::fs::read_to_string(task.join("stat")).expect("stat"),
+                ));
+            }
+        }
+        found
+    }
+
+    /// The nice value in a `/proc/.../stat` line: the 19th field, the 17th after the
+    /// thread's name (which is in parentheses and may hold spaces).
+    #[cfg(target_os = "linux")]
+    fn nice_in(stat: &str) -> i64 {
+        let after_name = &stat[stat.rfind(')').expect("a name in parentheses") + 1..];
+        after_name
+            .split_whitespace()
+            .nth(16)
+            .and_then(|field| field.parse().ok())
+            .expect("a nice value")
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn flushes_run_at_the_lowest_cpu_priority_and_requests_do_not() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let store = Store::open(dir.path(), StoreOptions::default()).expect("open");
+        store
+            .coordinate(
+                b"b",
+                b"k",
+                &VersionVector::new(),
+                Value::data("t", vec![1; 10]),
+            )
+            .expect("write");
+        // A pool's thread lowers itself before the next job it runs: this flush is one.
+        store.flush().expect("flush");
+        let flushers = nice_of_threads("rocksdb:high");
+        assert!(
+            flushers.contains(&19),
+            "no flush thread at nice 19: {flushers:?}"
+        );
+        let this_thread =
+            nice_in(&std::fs::read_to_string("/proc/thread-self/stat").expect("stat"));
+        assert!(
+            this_thread < 19,
+            "the caller's thread was lowered too: {this_thread}"
+        );
+    }
 
     #[test]
     fn data_keys_are_laid_out_as_documented() {
