@@ -1,10 +1,10 @@
 //! Authentication: bearer tokens for clients, a shared secret between nodes.
 //!
-//! The node's edge ([`crate::edge`]) enforces whichever is configured; the server decides which must be (a node
-//! with peers needs the cluster secret). With `--auth-token-file`, every route but the
-//! probes (`/v1/health`, `/v1/ready`) and the status page's shell (`/`, which holds no
-//! data; its requests carry a token given as `#token=...` in the page address) needs
-//! `Authorization: Bearer <token>` with one of the file's tokens. With
+//! The node's edge ([`crate::edge`]) enforces whichever is configured; the server decides
+//! which must be (a node with peers needs the cluster secret). With `--auth-token-file`,
+//! every route but the probes (`/v1/health`, `/v1/ready`) and the status page's shell (`/`,
+//! which holds no data; its requests carry a token given as `#token=...` in the page
+//! address) needs `Authorization: Bearer <token>` with one of the file's tokens. With
 //! `--cluster-secret-file`, every internode route (`/internal/...`) needs the header
 //! `X-Quorumkv-Cluster-Secret` with the secret, and this node's transport sends it. A
 //! missing or wrong credential gets 401 `unauthorized` before any handler runs, so it
