@@ -140,27 +140,40 @@ type ByRoute = HashMap<String, Vec<(&'static str, Arc<RouteSeries>)>>;
 impl Series {
     /// The series of `method` on `route`, made on first use.
     fn of(&self, route: &str, method: &'static str) -> Arc<RouteSeries> {
-        let find = |routes: &ByRoute| {
-            routes.get(route).and_then(|methods| {
-                methods
-                    .iter()
-                    .find(|(m, _)| *m == method)
-                    .map(|(_, series)| Arc::clone(series))
-            })
-        };
-        if let Some(series) = find(&self.routes.read().unwrap_or_else(PoisonError::into_inner)) {
-            return series;
-        }
-        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some(series) = find(&routes) {
-            return series;
-        }
-        let series = Arc::new(RouteSeries::new(route, method));
-        routes
-            .entry(route.to_string())
-            .or_default()
-            .push((method, Arc::clone(&series)));
-        series
+        found_or_added(
+            &self.routes,
+            |routes| {
+                let methods = routes.get(route)?;
+                let (_, series) = methods.iter().find(|(m, _)| *m == method)?;
+                Some(Arc::clone(series))
+            },
+            |routes| {
+                let series = Arc::new(RouteSeries::new(route, method));
+                routes
+                    .entry(route.to_string())
+                    .or_default()
+                    .push((method, Arc::clone(&series)));
+                series
+            },
+        )
+    }
+}
+
+/// What `find` finds under the read lock of `cache`; failing that, under its write lock
+/// (another request may have added it meanwhile), and failing that what `add` adds. Every
+/// request reads; only the first of each kind writes.
+fn found_or_added<T, V>(
+    cache: &RwLock<T>,
+    find: impl Fn(&T) -> Option<V>,
+    add: impl FnOnce(&mut T) -> V,
+) -> V {
+    if let Some(found) = find(&cache.read().unwrap_or_else(PoisonError::into_inner)) {
+        return found;
+    }
+    let mut cache = cache.write().unwrap_or_else(PoisonError::into_inner);
+    match find(&cache) {
+        Some(found) => found,
+        None => add(&mut cache),
     }
 }
 
@@ -190,25 +203,24 @@ impl RouteSeries {
 
     fn record(&self, status: StatusCode, took: Duration) {
         self.duration.record(took.as_secs_f64());
-        let counts = self.counts.read().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, counter)) = counts.iter().find(|(s, _)| *s == status) {
-            counter.increment(1);
-            return;
-        }
-        drop(counts);
-        let mut counts = self.counts.write().unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, counter)) = counts.iter().find(|(s, _)| *s == status) {
-            counter.increment(1);
-            return;
-        }
-        let counter = metrics::counter!(
-            "quorumkv_http_requests_total",
-            "route" => self.route.clone(),
-            "method" => self.method,
-            "status" => status.as_u16().to_string()
+        let counter = found_or_added(
+            &self.counts,
+            |counts| {
+                let (_, counter) = counts.iter().find(|(s, _)| *s == status)?;
+                Some(counter.clone())
+            },
+            |counts| {
+                let counter = metrics::counter!(
+                    "quorumkv_http_requests_total",
+                    "route" => self.route.clone(),
+                    "method" => self.method,
+                    "status" => status.as_u16().to_string()
+                );
+                counts.push((status, counter.clone()));
+                counter
+            },
         );
         counter.increment(1);
-        counts.push((status, counter));
     }
 }
 
