@@ -19,6 +19,22 @@ fn version_vector() -> impl Strategy<Value = VersionVector> {
         .prop_map(|entries| entries.into_iter().map(|(a, n)| (ActorId(a), n)).collect())
 }
 
+/// Wider actor ranges than [`version_vector`], so vectors outgrow their inline room, with
+/// a map as the model of what a vector means.
+fn modelled_vector() -> impl Strategy<Value = (VersionVector, BTreeMap<ActorId, u64>)> {
+    proptest::collection::vec((0u64..10, 0u64..5), 0..12).prop_map(|entries| {
+        let mut model = BTreeMap::new();
+        for &(a, n) in &entries {
+            if n > 0 {
+                let entry = model.entry(ActorId(a)).or_insert(0);
+                *entry = n.max(*entry);
+            }
+        }
+        let vector = entries.into_iter().map(|(a, n)| (ActorId(a), n)).collect();
+        (vector, model)
+    })
+}
+
 fn joined(a: &VersionVector, b: &VersionVector) -> VersionVector {
     let mut out = a.clone();
     out.merge(b);
@@ -33,6 +49,32 @@ fn merged(a: &VersionedObject, b: &VersionedObject) -> VersionedObject {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn vectors_behave_as_their_model_map(
+        (a, model_a) in modelled_vector(),
+        (b, model_b) in modelled_vector(),
+    ) {
+        prop_assert_eq!(a.iter().collect::<Vec<_>>(), model_a.clone().into_iter().collect::<Vec<_>>());
+        for actor in (0u64..10).map(ActorId) {
+            prop_assert_eq!(a.get(actor), model_a.get(&actor).copied().unwrap_or(0));
+        }
+        let mut model_j = model_a.clone();
+        for (&actor, &n) in &model_b {
+            let entry = model_j.entry(actor).or_insert(0);
+            *entry = n.max(*entry);
+        }
+        let j = joined(&a, &b);
+        prop_assert_eq!(j.iter().collect::<Vec<_>>(), model_j.into_iter().collect::<Vec<_>>());
+        let model_descends = model_b.iter().all(|(actor, &n)| model_a.get(actor).copied().unwrap_or(0) >= n);
+        prop_assert_eq!(a.descends(&b), model_descends);
+        // The wire form is the model's: records written before stay readable.
+        let bytes = postcard::to_stdvec(&model_a).ok();
+        prop_assert!(bytes.is_some());
+        prop_assert_eq!(postcard::to_stdvec(&a).ok(), bytes.clone());
+        let decoded = bytes.and_then(|b| postcard::from_bytes::<VersionVector>(&b).ok());
+        prop_assert_eq!(decoded, Some(a));
+    }
 
     #[test]
     fn vector_merge_is_commutative(a in version_vector(), b in version_vector()) {
