@@ -227,10 +227,12 @@ where
 
 /// Frames a message: version byte, then postcard.
 pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
-    let mut out = vec![PROTOCOL_V1];
+    // Sized first: one allocation, where growing a Vec as postcard writes took several.
+    let len = postcard::experimental::serialized_size(message).unwrap_or(0);
+    let mut out = Vec::with_capacity(1 + len);
+    out.push(PROTOCOL_V1);
     // Serialising these enums into a Vec cannot fail: every field is a plain value.
-    out.extend(postcard::to_stdvec(message).unwrap_or_default());
-    out
+    postcard::to_extend(message, out).unwrap_or_else(|_| vec![PROTOCOL_V1])
 }
 
 /// Reads a framed message; never panics, whatever the bytes.

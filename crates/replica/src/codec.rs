@@ -31,8 +31,12 @@ const HEADER_LEN: usize = 1 + 4;
 
 /// Encodes `obj` as a version 1 record (layout in the module docs).
 pub fn encode_record(obj: &VersionedObject) -> Vec<u8> {
+    // Sized first, so the record is one allocation rather than a Vec grown (and copied)
+    // several times as the payload is written: a pass that only counts is cheaper.
+    let payload_len = postcard::experimental::serialized_size(obj).unwrap_or(0);
+    let mut header = Vec::with_capacity(HEADER_LEN + payload_len);
     // The CRC is filled in once the payload is known.
-    let header = vec![RECORD_FORMAT_V1, 0, 0, 0, 0];
+    header.extend_from_slice(&[RECORD_FORMAT_V1, 0, 0, 0, 0]);
     // Postcard fails only on sequences of unknown length and on writers that
     // run out of room; an object is made of known-length maps, vectors,
     // strings and integers, and a Vec grows, so this cannot fail.
