@@ -15,7 +15,7 @@ use quorumkv_coordinator::{
 use serde::Serialize;
 
 use crate::error::ApiError;
-use crate::observe::QuorumTimer;
+use crate::observe::{KeyOp, QuorumTimer};
 use crate::params::{bucket_and_key, parse_query};
 use crate::{AppState, CONTEXT_HEADER};
 
@@ -59,7 +59,7 @@ pub async fn get_key(State(state): State<AppState>, uri: Uri) -> Result<Response
         }
         state.coordinator.get_local(&bucket, &key).await?
     } else {
-        let _timer = QuorumTimer::read(&state.coordinator, &bucket, query.r);
+        let _timer = QuorumTimer::read(&state, &bucket, query.r);
         state.coordinator.get(&bucket, &key, options).await?
     };
     match outcome {
@@ -131,7 +131,7 @@ pub async fn put_key(
         content_type,
         bytes,
     };
-    let _timer = QuorumTimer::write("put", &state.coordinator, &bucket, options.w);
+    let _timer = QuorumTimer::write(&state, KeyOp::Put, &bucket, options.w);
     let context = state
         .coordinator
         .put(&bucket, &key, context, value, options)
@@ -154,7 +154,7 @@ pub async fn delete_key(
         sloppy: query.sloppy,
         timeout: state.timeout(query.timeout)?,
     };
-    let _timer = QuorumTimer::write("delete", &state.coordinator, &bucket, options.w);
+    let _timer = QuorumTimer::write(&state, KeyOp::Delete, &bucket, options.w);
     let context = state
         .coordinator
         .delete(&bucket, &key, context, options)

@@ -47,6 +47,8 @@ use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use quorumkv_coordinator::Coordinator;
 
+use crate::observe::QuorumSeries;
+
 pub use auth::Credentials;
 pub use edge::Edge;
 pub use error::ApiError;
@@ -68,9 +70,27 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// The largest value a PUT may carry.
     pub max_value_bytes: usize,
+    /// The latency histograms of client key requests, kept once registered.
+    quorum_series: Arc<QuorumSeries>,
 }
 
 impl AppState {
+    /// The state of a node's routes: its coordinator, the handle that renders `/metrics`
+    /// (`None` serves an empty page, for tests that install no recorder) and the largest
+    /// value a PUT may carry.
+    pub fn new(
+        coordinator: Arc<Coordinator>,
+        metrics: Option<PrometheusHandle>,
+        max_value_bytes: usize,
+    ) -> Self {
+        Self {
+            coordinator,
+            metrics,
+            max_value_bytes,
+            quorum_series: Arc::default(),
+        }
+    }
+
     /// The request's timeout, checked against the node's limit.
     pub(crate) fn timeout(&self, timeout: Option<Duration>) -> Result<Option<Duration>, ApiError> {
         timeout

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -18,8 +18,11 @@ use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use metrics::{Counter, Histogram};
 use pin_project_lite::pin_project;
+use quorumkv_coordinator::quorum::MAX_N;
 use quorumkv_coordinator::{BucketName, Coordinator, EngineStats, QuorumSpec};
 use tower::{Layer, Service};
+
+use crate::AppState;
 
 /// Counts and times every routed request: a [`Track`] around each route.
 ///
@@ -224,6 +227,50 @@ impl RouteSeries {
     }
 }
 
+/// A client key operation, as `quorumkv_request_duration_seconds` labels it.
+#[derive(Clone, Copy)]
+pub(crate) enum KeyOp {
+    Get,
+    Put,
+    Delete,
+}
+
+impl KeyOp {
+    const ALL: usize = 3;
+
+    fn label(self) -> &'static str {
+        match self {
+            KeyOp::Get => "get",
+            KeyOp::Put => "put",
+            KeyOp::Delete => "delete",
+        }
+    }
+}
+
+/// The handles of `quorumkv_request_duration_seconds`, one per operation and quorum, each
+/// registered on first use and then kept, so that a request neither formats its labels
+/// nor looks them up in the recorder's registry. Registered lazily, as the recorder would
+/// be: a series appears once a request has been timed in it.
+#[derive(Default)]
+pub(crate) struct QuorumSeries {
+    /// By operation, then by quorum less one.
+    histograms: [[OnceLock<Histogram>; MAX_N]; KeyOp::ALL],
+}
+
+impl QuorumSeries {
+    /// The histogram of `op` at `quorum` (`1..=MAX_N`), `None` outside it.
+    fn of(&self, op: KeyOp, quorum: usize) -> Option<&Histogram> {
+        let slot = self.histograms[op as usize].get(quorum.checked_sub(1)?)?;
+        Some(slot.get_or_init(|| {
+            metrics::histogram!(
+                "quorumkv_request_duration_seconds",
+                "op" => op.label(),
+                "quorum" => quorum.to_string()
+            )
+        }))
+    }
+}
+
 /// Times one client key request under its operation and its quorum, into
 /// `quorumkv_request_duration_seconds{op, quorum}`: how long the coordinator took, from
 /// the validated request to the answer of its `r` (get) or `w` (put, delete) replicas, or
@@ -233,38 +280,33 @@ impl RouteSeries {
 /// The `quorum` label is the resolved number (`quorum=2`, whether the client wrote
 /// `r=2`, `r=quorum` or nothing on a bucket with `n=3`): latency depends on how many
 /// replicas were awaited, not on how the client spelled it. Resolution refuses anything
-/// outside `1..=n` and `n` is at most [`quorumkv_coordinator::quorum::MAX_N`], so there
-/// are at most 3 × 16 series.
-pub(crate) struct QuorumTimer {
-    op: &'static str,
-    quorum: Option<usize>,
+/// outside `1..=n` and `n` is at most [`MAX_N`], so there are at most 3 × 16 series.
+pub(crate) struct QuorumTimer<'a> {
+    histogram: Option<&'a Histogram>,
     started: Instant,
 }
 
-impl QuorumTimer {
+impl<'a> QuorumTimer<'a> {
     /// Starts timing a quorum read of `bucket` with the client's `r`.
-    pub(crate) fn read(
-        coordinator: &Coordinator,
-        bucket: &BucketName,
-        r: Option<QuorumSpec>,
-    ) -> Self {
-        let props = coordinator.bucket_props(bucket);
-        Self::start("get", r, "r", props.r, props.n)
+    pub(crate) fn read(state: &'a AppState, bucket: &BucketName, r: Option<QuorumSpec>) -> Self {
+        let props = state.coordinator.bucket_props(bucket);
+        Self::start(state, KeyOp::Get, r, "r", props.r, props.n)
     }
 
-    /// Starts timing a write (`op` is `put` or `delete`) to `bucket` with the client's `w`.
+    /// Starts timing a write (`op` is a put or a delete) to `bucket` with the client's `w`.
     pub(crate) fn write(
-        op: &'static str,
-        coordinator: &Coordinator,
+        state: &'a AppState,
+        op: KeyOp,
         bucket: &BucketName,
         w: Option<QuorumSpec>,
     ) -> Self {
-        let props = coordinator.bucket_props(bucket);
-        Self::start(op, w, "w", props.w, props.n)
+        let props = state.coordinator.bucket_props(bucket);
+        Self::start(state, op, w, "w", props.w, props.n)
     }
 
     fn start(
-        op: &'static str,
+        state: &'a AppState,
+        op: KeyOp,
         spec: Option<QuorumSpec>,
         param: &'static str,
         default: usize,
@@ -277,24 +319,17 @@ impl QuorumTimer {
             .resolve(param, n)
             .ok();
         Self {
-            op,
-            quorum,
+            histogram: quorum.and_then(|q| state.quorum_series.of(op, q)),
             started: Instant::now(),
         }
     }
 }
 
-impl Drop for QuorumTimer {
+impl Drop for QuorumTimer<'_> {
     fn drop(&mut self) {
-        let Some(quorum) = self.quorum else {
-            return;
-        };
-        metrics::histogram!(
-            "quorumkv_request_duration_seconds",
-            "op" => self.op,
-            "quorum" => quorum.to_string()
-        )
-        .record(self.started.elapsed().as_secs_f64());
+        if let Some(histogram) = self.histogram {
+            histogram.record(self.started.elapsed().as_secs_f64());
+        }
     }
 }
 

@@ -53,11 +53,7 @@ fn app_with_seeds(dir: &tempfile::TempDir, seeds: &[String]) -> axum::Router {
         options,
     )
     .unwrap();
-    router(AppState {
-        coordinator: Arc::new(coordinator),
-        metrics: None,
-        max_value_bytes: 1024,
-    })
+    router(AppState::new(Arc::new(coordinator), None, 1024))
 }
 
 async fn send(

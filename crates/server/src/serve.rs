@@ -194,11 +194,11 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let handoff = tokio::spawn(handoff(Arc::clone(&coordinator), stop_rx));
     let fault_coordinator = Arc::clone(&coordinator);
     let leaver = Arc::clone(&coordinator);
-    let app = router(AppState {
+    let app = router(AppState::new(
         coordinator,
-        metrics: Some(metrics),
-        max_value_bytes: usize::try_from(args.max_value_bytes).unwrap_or(usize::MAX),
-    });
+        Some(metrics),
+        usize::try_from(args.max_value_bytes).unwrap_or(usize::MAX),
+    ));
     let app = if args.fault_injection {
         tracing::warn!("fault injection is on: internode links can be cut through the API");
         app.merge(quorumkv_http_api::fault::router(faults, fault_coordinator))
