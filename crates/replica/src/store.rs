@@ -310,16 +310,17 @@ impl Store {
         // In-place updates of `records` (below) need memtable writes to be applied by one
         // thread at a time; RocksDB's write leader applies a whole write group anyway.
         db_options.set_allow_concurrent_memtable_write(false);
-        // RocksDB's flushes and compactions run at the lowest CPU priority (nice 19), as
-        // Cassandra runs its compactions: they have seconds to finish, requests have
-        // milliseconds. A flush is a burst of CPU (the hashed memtable is sorted whole
-        // before it is written), and the owners of a key flush together, as they hold the
-        // same writes: at normal priority, writes at half the cluster's capacity stalled for
-        // 200 to 740 ms at each flush, and now for tens (BENCHMARKS.md, "Flushes at low
-        // priority"). A flush still gets every cycle the requests leave. The setting is
-        // RocksDB's process-wide default environment, so it holds for every store opened.
+        // RocksDB's flushes run at the lowest CPU priority (nice 19): they have seconds to
+        // finish, requests have milliseconds. A flush is a burst of CPU (the hashed
+        // memtable is sorted whole before it is written), and the owners of a key flush
+        // together, as they hold the same writes: at normal priority, writes at half the
+        // cluster's capacity stalled for 200 to 740 ms at each flush, and now for tens
+        // (BENCHMARKS.md, "Flushes at low priority"). A flush still gets every cycle the
+        // requests leave. Compactions stay at the requests' priority: at nice 19 they fell
+        // behind under sustained load, and the same data took 1.8 times the space on disk
+        // ("Memory over 20 minutes"). The setting is RocksDB's process-wide default
+        // environment, so it holds for every store opened.
         let mut env = Env::new().map_err(|e| StoreError::Db(e.to_string()))?;
-        env.lower_thread_pool_cpu_priority();
         env.lower_high_priority_thread_pool_cpu_priority();
         db_options.set_env(&env);
 
