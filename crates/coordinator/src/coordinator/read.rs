@@ -125,10 +125,10 @@ impl Coordinator {
         mut merged: VersionedObject,
         mut replies: Vec<(NodeId, VersionedObject)>,
         primaries: Vec<NodeId>,
-        mut pending: futures::stream::FuturesUnordered<F>,
+        mut pending: super::Replies<F>,
         deadline: Instant,
     ) where
-        F: std::future::Future<Output = (NodeId, Result<Response, String>)> + Send,
+        F: std::future::Future<Output = (NodeId, Result<Response, String>)> + Send + 'static,
     {
         while let Ok(Some((node, result))) = tokio::time::timeout_at(deadline, pending.next()).await
         {
