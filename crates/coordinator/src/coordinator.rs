@@ -588,7 +588,7 @@ impl Coordinator {
             .map(|(node, request)| {
                 let this = Arc::clone(self);
                 async move {
-                    let result = this.call_replica(&node, request, deadline).await;
+                    let result = contained(this.call_replica(&node, request, deadline)).await;
                     (node, result)
                 }
             })
@@ -670,6 +670,20 @@ impl<F: std::future::Future + Send + 'static> Drop for Replies<F> {
             runtime.spawn(async move { while pending.next().await.is_some() {} });
         }
     }
+}
+
+/// Runs one send, and turns a panic in it into a failed reply: a bug on one replica's
+/// path fails that send (as it did when each send was a task of its own), not the whole
+/// request and its connection.
+async fn contained<F>(send: F) -> Result<Response, String>
+where
+    F: std::future::Future<Output = Result<Response, String>>,
+{
+    // Unwind safety: what a send shares (the lanes, the write queue) is behind mutexes
+    // that every user takes through the poison.
+    futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(send))
+        .await
+        .unwrap_or_else(|_| Err("the replica call panicked".into()))
 }
 
 fn resolve(
@@ -825,6 +839,14 @@ mod tests {
         assert!(!replies.is_empty());
         drop(replies);
         assert_eq!(settle(&finished, 3).await, 3);
+    }
+
+    #[tokio::test]
+    async fn a_send_that_panics_is_a_failed_reply() {
+        let failed = super::contained(async { panic!("a planted bug") }).await;
+        assert_eq!(failed, Err("the replica call panicked".to_string()));
+        let answered = super::contained(async { Ok(super::Response::Ack) }).await;
+        assert!(matches!(answered, Ok(super::Response::Ack)));
     }
 
     #[tokio::test]
