@@ -3,9 +3,9 @@
 # local 3-node cluster (--sync none), 100,000 keys preloaded, then 32 clients writing
 # 100-byte values at w=2 (or reading them at r=2) while perf samples node 1 (CPU-clock
 # sampling, so it also works where hardware counters are not exposed; DWARF call
-# graphs, as release builds keep no frame pointers). Writes the reports to bench-results/profile-*.txt, a flame graph to
-# bench-results/profile-flamegraph.svg (its folded stacks beside it), and prints the
-# reports' heads.
+# graphs, as release builds keep no frame pointers). Writes the reports to
+# bench-results/profile-*.txt, a flame graph to bench-results/profile-flamegraph.svg
+# (its folded stacks beside it), and prints the reports' heads.
 # Every process is stopped on exit.
 #
 # Usage: scripts/profile.sh [SECONDS] [write|read]   (seconds of sampling, default 10;
