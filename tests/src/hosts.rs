@@ -125,7 +125,7 @@ impl Cluster {
         if matches!(network, Network::Loopback) && !args.iter().any(|a| a == "--fault-injection") {
             args.push("--fault-injection".to_string());
         }
-        Self::start_inner(size, |_| args.clone(), None, network, &|_| None)
+        Self::start_inner(size, |_| args.clone(), None, network, &|_| None, &|_| None)
     }
 
     /// Where this cluster's nodes live.

@@ -245,7 +245,14 @@ impl Cluster {
 
     /// Like [`Cluster::start`], with extra `serve` flags per node (`args_of(i)`).
     pub fn start_each(size: usize, args_of: impl Fn(usize) -> Vec<String>) -> Self {
-        Self::start_inner(size, args_of, None, hosts::Network::Shared, &|_| None)
+        Self::start_inner(
+            size,
+            args_of,
+            None,
+            hosts::Network::Shared,
+            &|_| None,
+            &|_| None,
+        )
     }
 
     /// Like [`Cluster::start_with`], with node `i`'s data directory at `data_dir_of(i)`
@@ -263,6 +270,7 @@ impl Cluster {
             None,
             hosts::Network::Shared,
             &data_dir_of,
+            &|_| None,
         )
     }
 
@@ -276,6 +284,20 @@ impl Cluster {
             Some(token),
             hosts::Network::Shared,
             &|_| None,
+            &|_| None,
+        )
+    }
+
+    /// Like [`Cluster::start`], with node `i`'s `--seeds` naming the nodes `seeds_of(i)`
+    /// only (issue 2's contract: nodes started together may name only each other).
+    pub fn start_seeded(size: usize, seeds_of: impl Fn(usize) -> Vec<usize>) -> Self {
+        Self::start_inner(
+            size,
+            |_| Vec::new(),
+            None,
+            hosts::Network::Shared,
+            &|_| None,
+            &|i| Some(seeds_of(i)),
         )
     }
 
@@ -285,6 +307,7 @@ impl Cluster {
         token: Option<&str>,
         network: hosts::Network,
         data_dir_of: &dyn Fn(usize) -> Option<PathBuf>,
+        seeds_of: &dyn Fn(usize) -> Option<Vec<usize>>,
     ) -> Self {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(token) = token {
@@ -316,7 +339,10 @@ impl Cluster {
                 data_dir: data_dir_of(i)
                     .unwrap_or_else(|| dir.path().join(format!("node{}", i + 1))),
                 log_path: dir.path().join(format!("node{}.log", i + 1)),
-                seeds: addrs.clone(),
+                seeds: seeds_of(i).map_or_else(
+                    || addrs.clone(),
+                    |seeds| seeds.iter().map(|&j| addrs[j].clone()).collect(),
+                ),
                 extra_args: with_runtime_of(i, [args_of(i), network.node_args(i)].concat()),
                 launcher: network.launcher(i),
                 child: None,

@@ -2,8 +2,10 @@
 //!
 //! Clients run on their own threads, each a sequence of operations against a random
 //! node, recorded in a [`Recorder`]: register reads, read-modify-writes that carry the
-//! read's causal context, blind writes (no context: real concurrency on purpose), and set
-//! adds that merge siblings client-side. Every written value and element is unique, so
+//! read's causal context, writes that carry the context their client's own last write of
+//! the key was answered with (a client that keeps writing without reading again), blind
+//! writes (no context: real concurrency on purpose), and set adds that merge siblings
+//! client-side. Every written value and element is unique, so
 //! the checkers of [`crate::history`] can tell writes apart.
 //!
 //! The nemesis runs on the test's thread and injects one fault at a time (a partition,
@@ -15,7 +17,7 @@
 //! Both stop by themselves: clients at their deadline or operation count, the nemesis at
 //! its deadline (finishing the fault it holds).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, sleep, JoinHandle};
@@ -69,20 +71,34 @@ pub struct Mix {
     pub read: u8,
     /// Register read-modify-writes (a read, then a write with its context).
     pub read_modify_write: u8,
+    /// Register writes with the context the client's own last acknowledged write of the
+    /// key was answered with (a blind write when it has none yet).
+    pub reuse_answer: u8,
 }
 
 impl Mix {
     /// Mostly causal updates, some reads, a few blind writes that race on purpose.
     pub const MIXED: Self = Self {
         add: 20,
-        read: 30,
-        read_modify_write: 40,
+        read: 25,
+        read_modify_write: 30,
+        reuse_answer: 15,
     };
     /// Register reads only.
     pub const READS: Self = Self {
         add: 0,
         read: 100,
         read_modify_write: 0,
+        reuse_answer: 0,
+    };
+    /// Writes with their own last answer's context against blind writes (siblings the
+    /// context-reusing writers never saw), with read-modify-writes that resolve them now
+    /// and then, so that keys do not fill up with siblings.
+    pub const REUSE: Self = Self {
+        add: 0,
+        read: 10,
+        read_modify_write: 25,
+        reuse_answer: 45,
     };
 }
 
@@ -141,6 +157,7 @@ impl Workload {
                     recorder: recorder.clone(),
                     rng: StdRng::seed_from_u64(self.seed.wrapping_add(process as u64)),
                     next_value: 0,
+                    answers: HashMap::new(),
                 };
                 let stop = Arc::clone(stop);
                 thread::spawn(move || client.run(deadline, &stop))
@@ -153,8 +170,8 @@ impl Workload {
 enum Answer {
     /// 2xx, 300 or 404: the values (siblings) and the causal context.
     Values(Vec<Vec<u8>>, Option<String>),
-    /// Written.
-    Written,
+    /// Written, with the context the write was answered with.
+    Written(Option<String>),
     /// An error status, with its code.
     Error(String),
     /// No answer.
@@ -169,6 +186,9 @@ struct Worker {
     recorder: Recorder,
     rng: StdRng,
     next_value: u64,
+    /// Per register key, the context this client's last acknowledged write was answered
+    /// with, and what that write superseded (its own value and what it saw).
+    answers: HashMap<String, (String, Vec<String>)>,
 }
 
 impl Worker {
@@ -195,6 +215,9 @@ impl Worker {
                     self.read(node, &key);
                 } else if dice < mix.read + mix.read_modify_write {
                     self.read_modify_write(node, &key);
+                } else if dice < mix.read + mix.read_modify_write + mix.reuse_answer {
+                    let (context, saw) = self.answers.get(&key).cloned().unzip();
+                    self.write(node, &key, context, saw.unwrap_or_default());
                 } else {
                     self.write(node, &key, None, Vec::new());
                 }
@@ -226,7 +249,7 @@ impl Worker {
 
     fn complete(&self, f: Op, key: &str, node: usize, value: Option<String>, answer: &Answer) {
         let mut event = match answer {
-            Answer::Values(..) | Answer::Written => self.event(EventType::Ok, f, key, node),
+            Answer::Values(..) | Answer::Written(_) => self.event(EventType::Ok, f, key, node),
             Answer::Error(code) => {
                 let mut e = self.event(EventType::Fail, f, key, node);
                 e.error = Some(code.clone());
@@ -273,10 +296,19 @@ impl Worker {
         let value = self.unique_value();
         let mut invoke = self.event(EventType::Invoke, Op::Write, key, node);
         invoke.value = Some(value.clone());
-        invoke.saw = saw;
+        invoke.saw = saw.clone();
         self.recorder.record(invoke);
         let answer = self.put(node, key, value.as_bytes().to_vec(), context.as_deref());
-        self.complete(Op::Write, key, node, Some(value), &answer);
+        self.complete(Op::Write, key, node, Some(value.clone()), &answer);
+        // The answer's context covers this write and what its context covered: a later
+        // write with it supersedes exactly those (a failed or lost write leaves the last
+        // answer in place, as a client would).
+        if let Answer::Written(Some(answered)) = &answer {
+            let mut superseded = saw;
+            superseded.push(value);
+            self.answers
+                .insert(key.to_string(), (answered.clone(), superseded));
+        }
     }
 
     /// A set add: read the set's siblings, union them, add a unique element, write back
@@ -344,7 +376,13 @@ impl Worker {
             request = request.header(CONTEXT, context);
         }
         match request.send() {
-            Ok(response) if response.status().is_success() => Answer::Written,
+            Ok(response) if response.status().is_success() => Answer::Written(
+                response
+                    .headers()
+                    .get(CONTEXT)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
+            ),
             Ok(response) => Answer::Error(error_code(response)),
             Err(e) => Answer::Lost(e.to_string()),
         }

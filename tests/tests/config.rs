@@ -105,3 +105,81 @@ fn an_internode_source_ip_the_host_does_not_have_stops_the_node_naming_it() {
     );
     assert!(!data.exists(), "refused before the store was created");
 }
+
+/// `--max-object-bytes` must leave room for two values of `--max-value-bytes`: a key must
+/// be able to hold a value beside a concurrent one.
+#[test]
+fn a_record_limit_below_two_values_is_refused_naming_both_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = serve_refusal(&[
+        "--node-id",
+        "n1",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--max-value-bytes",
+        "1000",
+        "--max-object-bytes",
+        "1999",
+    ]);
+    assert!(
+        stderr.contains("--max-object-bytes") && stderr.contains("--max-value-bytes"),
+        "{stderr}"
+    );
+}
+
+/// A node whose seeds never answer cannot found a cluster nor join one: it says so within
+/// 10 s, at warning level, naming the flag to change.
+#[test]
+fn a_node_whose_seeds_never_answer_says_why_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("node.log");
+    let silent = format!("127.0.0.1:{}", quorumkv_tests::free_port());
+    let listen = format!("127.0.0.1:{}", quorumkv_tests::free_port());
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "a cluster secret of the test").unwrap();
+    let mut child = Command::new(binary())
+        .args([
+            "serve",
+            "--node-id",
+            "lonely",
+            "--listen",
+            &listen,
+            "--seeds",
+            &silent,
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("--cluster-secret-file")
+        .arg(&secret)
+        .env("QUORUMKV_LOG", "info")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let said = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default()
+            + &std::fs::read_to_string(dir.path().join("stderr")).unwrap_or_default();
+        if text.contains("check --seeds") {
+            break Some(started.elapsed());
+        }
+        if started.elapsed() > std::time::Duration::from_secs(20) {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let said = said.unwrap_or_else(|| {
+        panic!(
+            "the node never said why it has no ring: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
+    assert!(
+        said <= std::time::Duration::from_secs(15),
+        "said why only after {said:?}"
+    );
+}

@@ -306,3 +306,58 @@ fn the_checker_catches_acknowledged_writes_that_were_not_stored() {
     );
     assert_eq!(verdict.lost_count(), 0, "{}", verdict.summary());
 }
+
+/// Clients that keep writing with the context their own last write was answered with,
+/// against blind writers on the same keys. Correct answers cover only what their writer
+/// saw, and nothing is lost; answers that cover the minting replica's whole clock (the
+/// planted bug) silently replace the blind writers' values, and the checker must say so.
+#[test]
+fn the_checker_catches_write_answers_that_cover_unseen_siblings() {
+    let mut cluster = Cluster::start_with(3, NODE_ARGS);
+    let workload = |seed| Workload {
+        register_keys: 2,
+        set_keys: 0,
+        mix: Mix::REUSE,
+        ..Workload::strict(6, Duration::from_secs(6), seed)
+    };
+    let calm = Nemesis {
+        faults: Vec::new(),
+        hold: (Duration::ZERO, Duration::ZERO),
+        calm: (Duration::ZERO, Duration::ZERO),
+        seed: 0,
+    };
+    let promises = Promises {
+        n: 3,
+        assume_ryw: false,
+    };
+    let exact = run(
+        "reuse-answers",
+        &mut cluster,
+        &workload(53),
+        &calm,
+        promises,
+    );
+    assert!(exact.valid(), "{}", exact.summary());
+    assert_eq!(exact.lost_count(), 0, "{}", exact.summary());
+    assert!(exact.acknowledged_writes >= 100, "{}", exact.summary());
+
+    drop(cluster);
+
+    // A fresh cluster, so that the first run's values do not mix in.
+    let mut cluster = Cluster::start_with(3, NODE_ARGS);
+    for node in 0..3 {
+        plant(&cluster, node, "whole-clock-answers");
+    }
+    let verdict = run(
+        "whole-clock-answers",
+        &mut cluster,
+        &workload(59),
+        &calm,
+        promises,
+    );
+    assert!(
+        verdict.lost_count() > 0,
+        "answers covering unseen siblings make writes vanish, and the checker must say so: {}",
+        verdict.summary()
+    );
+}

@@ -495,3 +495,105 @@ fn shrinking_with_leave_and_remove_under_load_loses_nothing_and_a_fresh_node_joi
     assert_eq!(state_of(&members, "node4"), "absent");
     assert_eq!(state_of(&members, "node6"), "active");
 }
+
+/// A member removed while it is still joining goes straight out, never to `leaving`:
+/// leaving members count in the current ring, and this one holds none of the data, so
+/// reads at r=1 through it would miss acknowledged writes. Reads through it until it exits
+/// must find every key.
+#[test]
+fn removing_a_member_that_is_still_joining_never_serves_reads_from_an_empty_replica() {
+    let mut cluster = Cluster::start(3);
+    let keys: Vec<String> = (0..200).map(|k| format!("k{k}")).collect();
+    for key in &keys {
+        let put = cluster.put(0, "joinrm", key.as_bytes(), key.as_bytes(), "w=3", None);
+        assert_eq!(put.status(), StatusCode::NO_CONTENT, "{key}");
+    }
+    let joiner = cluster.join(&[0, 1, 2], &[]);
+    let started = Instant::now();
+    loop {
+        let listed = cluster.cluster_view(0).ok().is_some_and(|view| {
+            view["members"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["id"] == "node4"))
+        });
+        if listed {
+            break;
+        }
+        assert!(started.elapsed() < CONVERGENCE, "node1 never listed node4");
+        sleep(Duration::from_millis(20));
+    }
+    let (status, answer) = post(
+        &cluster,
+        0,
+        "/v1/cluster/remove",
+        Some(serde_json::json!({"node": "node4"})),
+    );
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(answer["state"], "removed", "{answer}");
+
+    // Read through node4 until it stops answering (it exits once it learns it is out).
+    let (mut reads, mut misses) = (0, 0);
+    let reading = Instant::now();
+    'reading: while reading.elapsed() < Duration::from_secs(30) {
+        for key in &keys {
+            let url = format!(
+                "{}?r=1&read_repair=false",
+                cluster.key_url(joiner, "joinrm", key.as_bytes())
+            );
+            let Ok(response) = cluster.http().get(url).send() else {
+                break 'reading;
+            };
+            reads += 1;
+            if response.status() == StatusCode::NOT_FOUND {
+                misses += 1;
+            }
+        }
+    }
+    println!("{reads} reads through the removed joiner, {misses} answered 404");
+    assert!(reads > 0);
+    assert_eq!(misses, 0, "reads missed acknowledged writes");
+    let exit = cluster.wait_exit(joiner, Duration::from_secs(30));
+    assert!(exit.success(), "the removed joiner exits 0: {exit:?}");
+    let (_, members) = wait_converged(&cluster, &[0, 1, 2], 3);
+    assert_eq!(state_of(&members, "node4"), "absent");
+}
+
+/// Issue 2's contract: nodes started together, each with only the *other* nodes as seeds,
+/// found one cluster (here with both shapes side by side: two name only the others, one
+/// names itself too), and a node started later with seeds of that cluster joins it.
+#[test]
+fn nodes_started_with_each_other_as_seeds_found_one_cluster_and_a_later_node_joins_it() {
+    let mut cluster = Cluster::start_seeded(3, |i| match i {
+        0 => vec![1, 2],
+        1 => vec![0, 2],
+        _ => vec![0, 1, 2],
+    });
+    let (_, members) = wait_converged(&cluster, &[0, 1, 2], 3);
+    assert!(
+        members.iter().all(|m| m["state"] == "active"),
+        "{members:?}"
+    );
+    let put = cluster.put(0, "founded", b"k", b"v", "w=3", None);
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    let read = cluster.get(2, "founded", b"k", "r=3");
+    assert_eq!(read.status(), StatusCode::OK);
+
+    let joiner = cluster.join(&[0, 1], &[]);
+    let (_, members) = wait_converged(&cluster, &[0, 1, 2, joiner], 4);
+    assert_eq!(state_of(&members, "node4"), "joining");
+}
+
+/// Three nodes that each name only the other two, all at once: they found one cluster.
+#[test]
+fn three_nodes_naming_only_each_other_found_one_cluster() {
+    let cluster = Cluster::start_seeded(3, |i| (0..3).filter(|&j| j != i).collect());
+    let (_, members) = wait_converged(&cluster, &[0, 1, 2], 3);
+    assert!(
+        members.iter().all(|m| m["state"] == "active"),
+        "{members:?}"
+    );
+    for node in 0..3 {
+        let put = cluster.put(node, "founded", b"k", b"v", "w=3", None);
+        assert_eq!(put.status(), StatusCode::NO_CONTENT, "through node {node}");
+    }
+}

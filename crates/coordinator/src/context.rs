@@ -4,24 +4,28 @@
 //! say which versions it supersedes. The client must not interpret it, and the cluster must
 //! not trust a token that was damaged on the way, so the token is versioned and checked:
 //!
-//! 1. format version, one byte (`1`);
-//! 2. the version vector, postcard-encoded;
+//! 1. format version, one byte: `1`, or `2` for a vector with exceptions (a write's
+//!    answer when the key holds siblings its writer had not seen);
+//! 2. the version vector, postcard-encoded in the [`WireFormat`] of the same number;
 //! 3. a CRC32 of a fixed domain tag, the version byte and the payload, big-endian.
 //!
 //! The whole is base64url without padding, so it travels in an HTTP header as is. The CRC
-//! rejects truncated, corrupted and hand-edited tokens; it is not a signature. A client that
-//! deliberately forges a valid token can only claim to have seen versions it did not see,
-//! which supersedes them as a read-then-write would: it cannot touch another key, and dot
-//! counters stay bounded (minting checks for overflow).
+//! rejects truncated, corrupted and hand-edited tokens; it is not a signature, and anyone
+//! can recompute it. A client that deliberately forges a token can claim to have seen
+//! versions it did not see (superseding them), or name counters near `u64::MAX`, which make
+//! minting at that actor overflow (refused, nothing changed) until the node restarts with a
+//! new actor. A MAC bound to the key is what closes this; see docs/formats.md.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use quorumkv_replica::VersionVector;
+use quorumkv_replica::{encode_compatible, with_format, VersionVector, WireFormat};
 
 use crate::error::InputError;
 
-/// The current token format.
+/// The token format of a vector without exceptions.
 const TOKEN_V1: u8 = 1;
+/// The token format of a vector with exceptions.
+const TOKEN_V2: u8 = 2;
 /// Mixed into the checksum so that other base64 blobs of the right shape are not accepted.
 const DOMAIN_TAG: &[u8] = b"quorumkv-causal-context";
 /// Tokens longer than this are refused before decoding.
@@ -30,9 +34,12 @@ pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 /// Encodes a version vector as a causal context token.
 pub fn encode_context(clock: &VersionVector) -> String {
     // Serialising a map of integers into a Vec cannot fail.
-    let payload = postcard::to_stdvec(clock).unwrap_or_default();
+    let (payload, format) = encode_compatible(|| postcard::to_stdvec(clock).unwrap_or_default());
     let mut bytes = Vec::with_capacity(payload.len() + 5);
-    bytes.push(TOKEN_V1);
+    bytes.push(match format {
+        WireFormat::V1 => TOKEN_V1,
+        WireFormat::V2 => TOKEN_V2,
+    });
     bytes.extend_from_slice(&payload);
     let crc = checksum(&bytes);
     bytes.extend_from_slice(&crc.to_be_bytes());
@@ -58,11 +65,14 @@ pub fn decode_context(token: &str) -> Result<VersionVector, InputError> {
             "token checksum does not match (damaged or not issued here)",
         ));
     }
-    if body[0] != TOKEN_V1 {
-        return Err(invalid("unknown token version"));
-    }
+    let format = match body[0] {
+        TOKEN_V1 => WireFormat::V1,
+        TOKEN_V2 => WireFormat::V2,
+        _ => return Err(invalid("unknown token version")),
+    };
     let (clock, rest): (VersionVector, &[u8]) =
-        postcard::take_from_bytes(&body[1..]).map_err(|_| invalid("token payload is malformed"))?;
+        with_format(format, || postcard::take_from_bytes(&body[1..]))
+            .map_err(|_| invalid("token payload is malformed"))?;
     if !rest.is_empty() {
         return Err(invalid("token has trailing bytes"));
     }
@@ -77,6 +87,7 @@ fn checksum(bytes: &[u8]) -> u32 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 mod tests {
     use quorumkv_replica::ActorId;
 
@@ -126,6 +137,18 @@ mod tests {
     }
 
     const GOLDEN_TOKEN_V1: &str = "AQIHAu-br834rNGRAQHiAnYS";
+
+    #[test]
+    fn a_context_with_exceptions_round_trips_as_version_2() {
+        let actor = ActorId(7);
+        let clock = sample().excluding([quorumkv_replica::Dot::new(actor, 2)]);
+        let token = encode_context(&clock);
+        assert_eq!(URL_SAFE_NO_PAD.decode(&token).unwrap()[0], TOKEN_V2);
+        assert_eq!(decode_context(&token), Ok(clock));
+        // Tokens without exceptions keep the first format (pinned above).
+        let plain = URL_SAFE_NO_PAD.decode(encode_context(&sample())).unwrap();
+        assert_eq!(plain[0], TOKEN_V1);
+    }
 
     #[test]
     fn garbage_is_rejected() {

@@ -235,6 +235,9 @@ pub struct Coordinator {
     planted: planted::FaultCell,
     /// The partitions this node receives during a membership change.
     transfers: transfer::TransferState,
+    /// How long minting at another owner has taken lately: how long a write waits for a
+    /// minting owner before it mints at the next one.
+    mint_latency: write::MintLatency,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -284,6 +287,7 @@ impl Coordinator {
             anti_entropy: antientropy::AntiEntropyState::default(),
             planted: planted::FaultCell::default(),
             transfers: transfer::TransferState::default(),
+            mint_latency: write::MintLatency::default(),
             options,
         })
     }
@@ -602,7 +606,21 @@ impl Coordinator {
         request: Request,
         deadline: Instant,
     ) -> Result<Response, String> {
-        let response = if *node == self.node {
+        match self.call_replica_raw(node, request, deadline).await? {
+            Response::Error { kind, message } => Err(format!("{kind:?}: {message}")),
+            other => Ok(other),
+        }
+    }
+
+    /// [`Coordinator::call_replica`], with a replica's refusal as its answer rather than
+    /// as an error, for a caller that branches on why it was refused.
+    pub(crate) async fn call_replica_raw(
+        self: &Arc<Self>,
+        node: &NodeId,
+        request: Request,
+        deadline: Instant,
+    ) -> Result<Response, String> {
+        Ok(if *node == self.node {
             self.execute_storage(request).await
         } else {
             let addr = self
@@ -616,11 +634,7 @@ impl Coordinator {
                 .call(&self.transport, &addr, request, deadline)
                 .await
                 .map_err(|e| e.to_string())?
-        };
-        match response {
-            Response::Error { kind, message } => Err(format!("{kind:?}: {message}")),
-            other => Ok(other),
-        }
+        })
     }
 
     /// Runs a storage request on the local store, off the async threads (RocksDB calls
@@ -774,6 +788,8 @@ fn store_error(error: &StoreError) -> Response {
     let kind = match error {
         StoreError::Corrupt { .. } => RemoteErrorKind::Corrupt,
         StoreError::Invalid(_) | StoreError::Version(_) => RemoteErrorKind::BadRequest,
+        StoreError::TooManySiblings { .. } => RemoteErrorKind::TooManySiblings,
+        StoreError::ObjectTooLarge { .. } => RemoteErrorKind::ObjectTooLarge,
         _ => RemoteErrorKind::Storage,
     };
     Response::Error {

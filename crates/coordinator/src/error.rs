@@ -121,6 +121,19 @@ pub enum CoordinatorError {
     /// joining, leaving the cluster without members).
     #[error("{0}")]
     InvalidChange(String),
+    /// The key holds its maximum number of siblings and the write resolves none of them;
+    /// nothing was stored. A write with the context of a read that resolves some succeeds.
+    #[error("{message}")]
+    TooManySiblings {
+        /// The siblings the key holds, when the refusing replica said.
+        count: Option<usize>,
+        /// The refusing replica's words.
+        message: String,
+    },
+    /// The write would make the key's record larger than its owners keep; nothing was
+    /// stored.
+    #[error("{0}")]
+    ObjectTooLarge(String),
 }
 
 impl CoordinatorError {

@@ -10,6 +10,13 @@
 //!   never looks.
 //! - A *joining* node (seeds that do not name it) records itself as `Joining` and has no
 //!   ring until a seed has answered a gossip round with the cluster's table.
+//! - Nodes started together that each name only the *others* as seeds are all joining, and
+//!   no cluster exists for them to join. Once every seed of a joining node has answered,
+//!   every one of them is in its table still joining, and no member owns partitions, and
+//!   that has held for [`FOUNDING_SETTLE`] (long enough for a seed that is itself joining a
+//!   formed cluster to have learned that cluster's table), the node founds the cluster with
+//!   them: it writes the table's commit, every `Joining` record `Active` with the next
+//!   version, which is the same on every node that decides it ([`Membership::found_together`]).
 //!
 //! Two rings follow from the table: the *current* ring (`Active` and `Leaving` members),
 //! which owns the data now, and the *next* ring (`Active` and `Joining`), which will own it
@@ -21,7 +28,7 @@
 
 use std::hash::BuildHasher;
 use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use quorumkv_ring::{NodeId, Ring};
 use serde::Serialize;
@@ -78,8 +85,19 @@ struct Peer {
     detector: PhiDetector,
 }
 
+/// How long the conditions of founding together must hold before a joining node founds
+/// (see the module docs): a few gossip rounds of 500 ms.
+pub const FOUNDING_SETTLE: Duration = Duration::from_secs(3);
+
+/// How long a node may stay without a ring before it says why, at warning level.
+pub const STUCK_AFTER: Duration = Duration::from_secs(10);
+
 #[derive(Debug)]
 struct State {
+    /// Since when the conditions of founding together have held (`None`: they do not).
+    founding_since: Option<Instant>,
+    /// When this node last said why it has no ring.
+    last_stuck_warning: Option<Instant>,
     peers: Vec<Peer>,
     table: MemberTable,
     ring: Option<Arc<Ring>>,
@@ -96,6 +114,7 @@ pub struct Membership {
     addr: String,
     zone: Option<String>,
     joining: bool,
+    started: Instant,
     partitions: u32,
     detector: DetectorOptions,
     // A std RwLock: every request reads the ring; changes are rare and never held across await.
@@ -170,9 +189,12 @@ impl Membership {
             addr,
             zone,
             joining: bootstrap.joining,
+            started: Instant::now(),
             partitions,
             detector,
             state: RwLock::new(State {
+                founding_since: None,
+                last_stuck_warning: None,
                 peers,
                 table,
                 ring: None,
@@ -256,6 +278,61 @@ impl Membership {
                 self.unknown_seeds().join(", ")
             )
         }
+    }
+
+    /// The records that found a cluster with this node's seeds, when nobody has founded
+    /// one they belong to (see the module docs): `Some` once the conditions have held for
+    /// [`FOUNDING_SETTLE`]. The caller merges them and spreads them by gossip.
+    pub fn found_together(&self) -> Option<Vec<MemberRecord>> {
+        self.found_together_at(Instant::now())
+    }
+
+    fn found_together_at(&self, now: Instant) -> Option<Vec<MemberRecord>> {
+        if !self.joining {
+            return None;
+        }
+        let mut state = self.write();
+        let nobody_founded = !state.table.records().any(|r| r.state.in_current_ring());
+        let seeds_all_joining = state.peers.iter().any(|p| p.seed)
+            && state.peers.iter().filter(|p| p.seed).all(|p| {
+                p.id.as_ref().is_some_and(|id| {
+                    state
+                        .table
+                        .get(id)
+                        .is_some_and(|r| r.state == MemberState::Joining)
+                })
+            });
+        if !(nobody_founded && seeds_all_joining) {
+            state.founding_since = None;
+            return None;
+        }
+        let since = *state.founding_since.get_or_insert(now);
+        (now.saturating_duration_since(since) >= FOUNDING_SETTLE).then(|| state.table.commit())
+    }
+
+    /// Why this node still has no ring, once it has had none for [`STUCK_AFTER`], at most
+    /// once per [`STUCK_AFTER`]: the caller logs it as a warning, naming the flag to fix.
+    pub fn stuck_reason(&self) -> Option<String> {
+        let now = Instant::now();
+        if self.ring().is_some() || now.saturating_duration_since(self.started) < STUCK_AFTER {
+            return None;
+        }
+        {
+            let mut state = self.write();
+            if state
+                .last_stuck_warning
+                .is_some_and(|at| now.saturating_duration_since(at) < STUCK_AFTER)
+            {
+                return None;
+            }
+            state.last_stuck_warning = Some(now);
+        }
+        Some(format!(
+            "no ring after {:?}: {}; check --seeds (the other nodes' addresses, or this \
+             node's own among them to found a cluster)",
+            now.saturating_duration_since(self.started),
+            self.not_ready_reason()
+        ))
     }
 
     /// The address of a member, this node included.
@@ -667,6 +744,89 @@ mod tests {
         assert!(!m.record_alive("h:2", id("n2"), Some("z9".into())));
         let n2 = m.table().get(&id("n2")).cloned().expect("n2");
         assert_eq!(n2.zone.as_deref(), Some("z2"));
+    }
+
+    fn joining(name: &str, addr: &str, seeds: &[&str]) -> Membership {
+        node(
+            name,
+            addr,
+            None,
+            &Bootstrap {
+                seeds: seeds.iter().map(|s| s.to_string()).collect(),
+                joining: true,
+                ..Bootstrap::default()
+            },
+        )
+    }
+
+    /// Issue 2's contract: three nodes each started with the other two as seeds.
+    #[test]
+    fn nodes_that_name_only_each_other_found_one_cluster_together() {
+        let addrs = ["h:1", "h:2", "h:3"];
+        let names = ["a", "b", "c"];
+        let nodes: Vec<Membership> = (0..3)
+            .map(|i| {
+                let seeds: Vec<&str> = (0..3).filter(|&j| j != i).map(|j| addrs[j]).collect();
+                joining(names[i], addrs[i], &seeds)
+            })
+            .collect();
+        let t0 = Instant::now();
+        // Seeds answer probes; nobody founds before every seed's record is in its table.
+        for (i, m) in nodes.iter().enumerate() {
+            for j in (0..3).filter(|&j| j != i) {
+                m.record_alive(addrs[j], id(names[j]), None);
+            }
+            assert_eq!(m.found_together_at(t0), None);
+        }
+        // Gossip: every node learns every record (all joining).
+        let all: Vec<MemberRecord> = nodes.iter().flat_map(Membership::records).collect();
+        for m in &nodes {
+            m.merge_records(all.clone());
+            assert!(m.ring().is_none());
+        }
+        // The conditions hold, but founding waits for them to settle.
+        assert_eq!(nodes[0].found_together_at(t0), None);
+        let later = t0 + FOUNDING_SETTLE;
+        let decided: Vec<Vec<MemberRecord>> = nodes
+            .iter()
+            .map(|m| {
+                m.found_together_at(t0);
+                m.found_together_at(later).expect("founds")
+            })
+            .collect();
+        // Every node decides the same records, and merging them forms the same ring.
+        assert!(decided.windows(2).all(|w| w[0] == w[1]));
+        for m in &nodes {
+            m.merge_records(decided[0].clone());
+            assert_eq!(m.ring().expect("ring").members().len(), 3);
+            assert_eq!(m.found_together_at(later), None, "founded once");
+        }
+        assert_eq!(nodes[0].ring_version(), nodes[2].ring_version());
+    }
+
+    /// A joining node whose seed belongs to a formed cluster never founds: the seed's table
+    /// has members that own partitions.
+    #[test]
+    fn a_node_whose_seed_is_in_a_formed_cluster_joins_it_instead_of_founding() {
+        let m = joining("d", "h:4", &["h:1"]);
+        m.record_alive("h:1", id("a"), None);
+        let mut formed = MemberRecord::new(id("a"), "h:1".into(), None, MemberState::Active);
+        formed.version = 1;
+        m.merge_records(vec![formed]);
+        let t0 = Instant::now();
+        assert_eq!(m.found_together_at(t0), None);
+        assert_eq!(m.found_together_at(t0 + FOUNDING_SETTLE * 2), None);
+        // And a seed that never answered blocks founding too.
+        let lonely = joining("e", "h:5", &["h:6", "h:7"]);
+        lonely.record_alive("h:6", id("f"), None);
+        lonely.merge_records(vec![MemberRecord::new(
+            id("f"),
+            "h:6".into(),
+            None,
+            MemberState::Joining,
+        )]);
+        lonely.found_together_at(t0);
+        assert_eq!(lonely.found_together_at(t0 + FOUNDING_SETTLE * 2), None);
     }
 
     #[test]

@@ -3,8 +3,14 @@
 //! Messages are small and frequent, so they travel as a compact binary body rather than
 //! JSON. Every body is framed as:
 //!
-//! 1. protocol version, one byte (`1`);
-//! 2. the message, postcard-encoded (a serde enum: variant index, then fields).
+//! 1. protocol version, one byte: `1`, or `2` when a version vector in the message has
+//!    exceptions;
+//! 2. the message, postcard-encoded (a serde enum: variant index, then fields), with
+//!    version vectors in the [`WireFormat`] of the same number.
+//!
+//! A message is framed as version 1 whenever that loses nothing, so nodes of earlier
+//! releases read everything but the rare vector with exceptions, which they refuse as an
+//! unknown version rather than misread.
 //!
 //! A node refuses a version it does not know with a clear error instead of misreading it;
 //! new variants are appended at the end of the enums so that older nodes fail cleanly on
@@ -14,7 +20,9 @@
 use std::cell::Cell;
 use std::collections::BTreeMap;
 
-use quorumkv_replica::{Value, VersionVector, VersionedObject};
+use quorumkv_replica::{
+    encode_compatible, with_format, Dot, Value, VersionVector, VersionedObject, WireFormat,
+};
 use quorumkv_ring::NodeId;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -22,8 +30,10 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::gossip::MemberRecord;
 use crate::props::VersionedProps;
 
-/// The current internode protocol version.
+/// The internode protocol version of messages whose version vectors have no exceptions.
 pub const PROTOCOL_V1: u8 = 1;
+/// The internode protocol version of messages with a version vector that has exceptions.
+pub const PROTOCOL_V2: u8 = 2;
 
 /// A request from one node to another.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -119,11 +129,38 @@ pub enum Request {
         records: Vec<MemberRecord>,
     },
     /// Several requests at once, answered by [`Response::Batch`] item by item, in order.
+    ///
+    /// (Declared before [`Request::Mint`] to keep the variant indexes of earlier releases.)
     /// A node sends the requests it has for a peer together while an earlier exchange with
     /// that peer is in flight. Items are executed as if sent one by one, concurrently; a
     /// batch never holds a batch (refused when decoding). An empty batch asks whether the
     /// peer understands batches, at no cost.
     Batch(#[serde(deserialize_with = "unnested")] Vec<Request>),
+    /// [`Request::Coordinate`], answered by [`Response::Minted`]: the coordinator needs the
+    /// minted dot to answer the client with a context that covers it and nothing the
+    /// client had not seen ([`VersionedObject::write_context`]).
+    Mint {
+        /// Bucket name bytes.
+        bucket: Vec<u8>,
+        /// Key bytes.
+        key: Vec<u8>,
+        /// The versions the client saw and this write supersedes.
+        context: VersionVector,
+        /// The new value or a tombstone.
+        value: Value,
+    },
+    /// Remove this tombstone if the replica holds exactly it: every owner agreed to reap
+    /// it, and the reaping owner asks the others to reap theirs at once, so that none hands
+    /// it back to another by anti-entropy and starts its grace again. Answered by
+    /// [`Response::Ack`] whether or not it was there.
+    Reap {
+        /// Bucket name bytes.
+        bucket: Vec<u8>,
+        /// Key bytes.
+        key: Vec<u8>,
+        /// The tombstone every owner held.
+        object: VersionedObject,
+    },
 }
 
 /// The answer to a [`Request`].
@@ -169,6 +206,14 @@ pub enum Response {
     },
     /// Answer to [`Request::Batch`]: one response per item, in the items' order.
     Batch(#[serde(deserialize_with = "unnested")] Vec<Response>),
+    /// Answer to [`Request::Mint`]: the replica's state of the key after the write, and
+    /// the dot the write minted.
+    Minted {
+        /// The replica's full state of the key.
+        object: VersionedObject,
+        /// The write's dot.
+        dot: Dot,
+    },
 }
 
 /// Why a replica refused a request.
@@ -182,6 +227,10 @@ pub enum RemoteErrorKind {
     BadRequest,
     /// The node holds as many hints as it may.
     HintsFull,
+    /// The key holds its maximum number of siblings and the write resolves none.
+    TooManySiblings,
+    /// The key's record would be over the size limit.
+    ObjectTooLarge,
 }
 
 /// A body that could not be decoded.
@@ -225,8 +274,18 @@ where
     Vec::deserialize(deserializer)
 }
 
-/// Frames a message: version byte, then postcard.
+/// Frames a message: version byte, then postcard (version 1 unless that would lose an
+/// exception of a version vector).
 pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
+    let (mut out, format) = encode_compatible(|| encode_payload(message));
+    if format == WireFormat::V2 {
+        out[0] = PROTOCOL_V2;
+    }
+    out
+}
+
+/// The framed message in the format in force, headed by the version 1 byte.
+fn encode_payload<T: Serialize>(message: &T) -> Vec<u8> {
     // Sized first: one allocation, where growing a Vec as postcard writes took several.
     let len = postcard::experimental::serialized_size(message).unwrap_or(0);
     let mut out = Vec::with_capacity(1 + len);
@@ -238,11 +297,13 @@ pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
 /// Reads a framed message; never panics, whatever the bytes.
 pub fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, DecodeError> {
     let (&version, payload) = bytes.split_first().ok_or(DecodeError::Empty)?;
-    if version != PROTOCOL_V1 {
-        return Err(DecodeError::UnsupportedVersion(version));
-    }
-    let (message, rest) =
-        postcard::take_from_bytes(payload).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    let format = match version {
+        PROTOCOL_V1 => WireFormat::V1,
+        PROTOCOL_V2 => WireFormat::V2,
+        other => return Err(DecodeError::UnsupportedVersion(other)),
+    };
+    let (message, rest) = with_format(format, || postcard::take_from_bytes(payload))
+        .map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
         return Err(DecodeError::Malformed(format!(
             "{} trailing bytes",
@@ -304,6 +365,34 @@ mod tests {
     }
 
     #[test]
+    fn a_context_with_exceptions_travels_as_version_2() {
+        let a = ActorId(1);
+        let context: VersionVector = [(a, 3)].into_iter().collect();
+        let context = context.excluding([Dot::new(a, 2)]);
+        let mint = Request::Mint {
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            context: context.clone(),
+            value: Value::Tombstone,
+        };
+        let body = encode(&mint);
+        assert_eq!(body[0], PROTOCOL_V2);
+        assert_eq!(decode::<Request>(&body), Ok(mint));
+        // The same message without the exception stays version 1.
+        let plain = Request::Mint {
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            context: [(a, 3)].into_iter().collect(),
+            value: Value::Tombstone,
+        };
+        assert_eq!(encode(&plain)[0], PROTOCOL_V1);
+        // A version 2 body read as version 1 is refused or misread, never this message.
+        let mut as_v1 = body;
+        as_v1[0] = PROTOCOL_V1;
+        assert_ne!(decode::<Request>(&as_v1).ok(), Some(plain));
+    }
+
+    #[test]
     fn batches_round_trip_and_never_nest() {
         let batch = Request::Batch(vec![
             Request::Get {
@@ -341,6 +430,10 @@ mod tests {
         assert_eq!(
             decode::<Request>(&[9, 0]),
             Err(DecodeError::UnsupportedVersion(9))
+        );
+        assert_eq!(
+            decode::<Request>(&[3, 0]),
+            Err(DecodeError::UnsupportedVersion(3))
         );
         for cut in 1..body.len() {
             assert!(decode::<Request>(&body[..cut]).is_err());

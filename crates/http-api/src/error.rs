@@ -106,6 +106,17 @@ impl From<CoordinatorError> for ApiError {
             CoordinatorError::InvalidChange(_) => {
                 Self::bad_request("invalid_change", error.to_string())
             }
+            CoordinatorError::TooManySiblings { count, .. } => {
+                let mut api =
+                    Self::new(StatusCode::CONFLICT, "too_many_siblings", error.to_string());
+                api.extra = count.map(|count| json!({ "count": count }));
+                api
+            }
+            CoordinatorError::ObjectTooLarge(_) => Self::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "object_too_large",
+                error.to_string(),
+            ),
             CoordinatorError::Internal(_) => {
                 tracing::error!(%error, "internal error");
                 Self::new(

@@ -67,7 +67,8 @@ pub struct Partition {
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlantedFault {
-    /// `none`, `ack-without-storing` or `last-write-wins`.
+    /// `none`, `ack-without-storing`, `last-write-wins`, `whole-clock-answers` or
+    /// `ignore-reap-requests`.
     pub fault: ReplicaFault,
 }
 

@@ -17,20 +17,41 @@
 //!    length-prefixed map of varint actor to varint counter, then the
 //!    siblings as a length-prefixed sequence of dot and value).
 //!
+//! A version 2 record has the same layout with version byte [`RECORD_FORMAT_V2`],
+//! and its payload encodes each version vector in [`WireFormat::V2`]: the map,
+//! then the vector's exceptions as a length-prefixed sequence of dots (actor,
+//! counter). A record is written in version 1 whenever its clock has no
+//! exceptions, which is almost always, so earlier builds still read it, and in
+//! version 2 only when it must be; an earlier build refuses a version 2 record
+//! as an unknown version rather than misreading it.
+//!
 //! [`decode_record`] is total: it returns an error, never panics, on any
 //! input, so it can be fed arbitrary bytes by a fuzzer.
 
 use crate::error::CodecError;
 use crate::object::VersionedObject;
+use crate::version::{encode_compatible, with_format, WireFormat};
 
-/// Format version byte of the first (current) record layout.
+/// Format version byte of the first record layout: version vectors without exceptions.
 pub const RECORD_FORMAT_V1: u8 = 1;
+/// Format version byte of the second record layout: version vectors with exceptions.
+pub const RECORD_FORMAT_V2: u8 = 2;
 
 /// Bytes before the payload: version byte and CRC32.
 const HEADER_LEN: usize = 1 + 4;
 
-/// Encodes `obj` as a version 1 record (layout in the module docs).
+/// Encodes `obj` as a record (layouts in the module docs): version 1 when that loses
+/// nothing, version 2 otherwise.
 pub fn encode_record(obj: &VersionedObject) -> Vec<u8> {
+    let (mut record, format) = encode_compatible(|| encode_payload(obj));
+    if format == WireFormat::V2 {
+        record[0] = RECORD_FORMAT_V2;
+    }
+    record
+}
+
+/// The record of `obj` in the format in force, headed by the version 1 byte.
+fn encode_payload(obj: &VersionedObject) -> Vec<u8> {
     // Sized first, so the record is one allocation rather than a Vec grown (and copied)
     // several times as the payload is written: a pass that only counts is cheaper.
     let payload_len = postcard::experimental::serialized_size(obj).unwrap_or(0);
@@ -61,13 +82,14 @@ pub fn decode_record(bytes: &[u8]) -> Result<VersionedObject, CodecError> {
         return Err(CodecError::Truncated);
     };
     match version {
-        RECORD_FORMAT_V1 => decode_v1(rest),
+        RECORD_FORMAT_V1 => with_format(WireFormat::V1, || decode_checked(rest)),
+        RECORD_FORMAT_V2 => with_format(WireFormat::V2, || decode_checked(rest)),
         other => Err(CodecError::UnknownVersion(other)),
     }
 }
 
-/// Decodes what follows the version byte of a version 1 record.
-fn decode_v1(rest: &[u8]) -> Result<VersionedObject, CodecError> {
+/// Decodes what follows the version byte (CRC, then payload), in the format in force.
+fn decode_checked(rest: &[u8]) -> Result<VersionedObject, CodecError> {
     let Some((crc, payload)) = rest.split_first_chunk::<4>() else {
         return Err(CodecError::Truncated);
     };
@@ -196,12 +218,32 @@ mod tests {
     }
 
     #[test]
+    fn a_clock_with_exceptions_is_written_as_version_2_and_reads_back() {
+        let mut obj = golden_object();
+        let b = ActorId(7);
+        // A context that excepts B:1, below the clock's B entry.
+        let context = obj.clock().clone().excluding([Dot::new(b, 1)]);
+        obj.update(ActorId(9), &context, Value::data("t", &b"v"[..]))
+            .unwrap();
+        let mut elsewhere = VersionedObject::new();
+        elsewhere
+            .update(ActorId(9), &context, Value::data("t", &b"w"[..]))
+            .unwrap();
+        assert!(!elsewhere.clock().unseen().is_empty());
+        let record = encode_record(&elsewhere);
+        assert_eq!(record[0], RECORD_FORMAT_V2);
+        assert_eq!(decode_record(&record).unwrap(), elsewhere);
+        // Without exceptions the record stays version 1.
+        assert_eq!(encode_record(&obj)[0], RECORD_FORMAT_V1);
+    }
+
+    #[test]
     fn unknown_version_is_rejected() {
         let mut record = encode_record(&golden_object());
-        record[0] = 2;
+        record[0] = 3;
         assert!(matches!(
             decode_record(&record),
-            Err(CodecError::UnknownVersion(2))
+            Err(CodecError::UnknownVersion(3))
         ));
         assert!(matches!(
             decode_record(&[0]),
@@ -226,8 +268,10 @@ mod tests {
         // A payload with a correct CRC that describes a sibling its clock
         // does not cover: written by a buggy or foreign encoder.
         let dot = Dot::new(ActorId(1), 1);
-        let payload =
-            postcard::to_stdvec(&(VersionVector::new(), vec![(dot, Value::Tombstone)])).unwrap();
+        let payload = with_format(WireFormat::V1, || {
+            postcard::to_stdvec(&(VersionVector::new(), vec![(dot, Value::Tombstone)]))
+        })
+        .unwrap();
         let mut record = vec![RECORD_FORMAT_V1];
         record.extend_from_slice(&crc32fast::hash(&payload).to_be_bytes());
         record.extend_from_slice(&payload);

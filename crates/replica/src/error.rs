@@ -94,6 +94,24 @@ pub enum StoreError {
     /// The store was opened with options it cannot honour; the text names the option.
     #[error("invalid store options: {0}")]
     InvalidOptions(String),
+    /// A write would add a sibling to a key that holds its maximum number of them, and
+    /// resolves none; nothing was stored.
+    #[error(
+        "the key holds {count} siblings, the most it may; write with a context that resolves some"
+    )]
+    TooManySiblings {
+        /// The siblings the key holds.
+        count: usize,
+    },
+    /// A write would make the key's record larger than the store keeps; nothing was
+    /// stored.
+    #[error("the key's record would be {bytes} bytes, over the limit of {max}")]
+    ObjectTooLarge {
+        /// The size the record would have.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 impl StoreError {

@@ -36,13 +36,16 @@
 //!   replicas converge whatever order, duplication or path objects take.
 //!
 //! ## Invariants
-//! - A dot is minted once, ever. Actors are per database incarnation
-//!   ([`ActorId`], random, created with the data directory), so a node that
-//!   lost its disk cannot reuse a dot that other replicas' clocks already
-//!   cover; reuse would make its new writes vanish as "already seen" (Riak's
-//!   KV679). A store that was not closed cleanly also takes a new actor, since
-//!   its last mints may not have reached its disk. For the same reason the
-//!   store refuses to coordinate a write over a local record it cannot read.
+//! - A dot is minted once, ever. Actors are per start of a store ([`ActorId`],
+//!   random, taken at every open), and an actor's counter rises across all its
+//!   keys, so neither a lost disk, a crash before an fsync, a data directory
+//!   restored from a copy, nor a reaped tombstone can make a replica mint a dot
+//!   that other replicas' clocks already cover; that would make its new writes
+//!   vanish as "already seen" (Riak's KV679). For the same reason the store
+//!   refuses to coordinate a write over a local record it cannot read.
+//! - A write's answer covers what its writer had seen and the dot it minted,
+//!   nothing else ([`VersionedObject::write_context`]): clocks may carry
+//!   exceptions, dots below an entry that are not covered.
 //! - An object's siblings are sorted by dot, unique, and covered by its
 //!   clock ([`VersionedObject::validate`]); every decoded or received object
 //!   is validated before it is used.
@@ -54,12 +57,11 @@
 //!   counted, never decoded into a wrong object and never overwritten.
 //!
 //! ## Simplifications
-//! - Deletes are tombstone siblings and are never collected; tombstone
-//!   garbage collection needs every replica to have seen the tombstone and
-//!   is left for later.
+//! - Deletes are tombstone siblings; a tombstone every owner holds is reaped
+//!   after a grace period (`store/tombstones.rs` and the coordinator's reaper).
 //! - A clock has an entry per actor that ever coordinated a write of the
-//!   key, and actors are never retired; with per-incarnation actors this
-//!   grows only when a node is rebuilt, which is rare.
+//!   key, and actors are never retired: a key written across many restarts of
+//!   its owners gains an entry per start.
 //! - The whole object is read and rewritten on each write; values are
 //!   expected to be small (a few hundred KiB at most).
 //!
@@ -75,13 +77,14 @@ pub mod object;
 pub mod store;
 pub mod version;
 
-pub use codec::{decode_record, encode_record, RECORD_FORMAT_V1};
+pub use codec::{decode_record, encode_record, RECORD_FORMAT_V1, RECORD_FORMAT_V2};
 pub use error::{CodecError, StoreError, VersionError};
-pub use object::{Sibling, Value, VersionedObject};
+pub use object::{Sibling, UpdatePreview, Value, VersionedObject};
 #[cfg(feature = "rocksdb-store")]
 pub use store::{
     ColumnFamilyStats, EngineStats, GroupWrite, Hint, HintRefusal, Store, StoreOptions, SyncPolicy,
     Tombstone, TombstonePage, Wait, WouldBlock, DEFAULT_BLOCK_CACHE_BYTES,
-    DEFAULT_MEMTABLE_BUDGET_BYTES, MIN_MEMTABLE_BUDGET_BYTES,
+    DEFAULT_MAX_OBJECT_BYTES, DEFAULT_MAX_SIBLINGS, DEFAULT_MEMTABLE_BUDGET_BYTES,
+    MIN_MEMTABLE_BUDGET_BYTES,
 };
-pub use version::{ActorId, Dot, VersionVector};
+pub use version::{encode_compatible, with_format, ActorId, Dot, VersionVector, WireFormat};

@@ -52,6 +52,32 @@ impl Value {
     }
 }
 
+/// What an update would do to an object ([`VersionedObject::preview_update`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpdatePreview {
+    /// The siblings the update's context covers, which it would drop.
+    pub resolved: usize,
+    /// The siblings the object would hold afterwards.
+    pub siblings: usize,
+    /// The object's approximate size afterwards, in bytes.
+    pub bytes: usize,
+}
+
+/// The allowance of [`VersionedObject::approximate_size`] for one dot or clock entry: an
+/// actor and a counter, varint-encoded, at most 20 bytes.
+const PER_DOT: usize = 20;
+
+/// A sibling's share of [`VersionedObject::approximate_size`].
+fn value_size(value: &Value) -> usize {
+    match value {
+        Value::Data {
+            content_type,
+            bytes,
+        } => content_type.len() + bytes.len() + 2 * PER_DOT,
+        Value::Tombstone => PER_DOT,
+    }
+}
+
 /// One concurrent version of a key: a value and the dot of the write that
 /// created it. A dot names exactly one write, so two siblings with the same
 /// dot are the same sibling.
@@ -110,10 +136,6 @@ impl VersionedObject {
     ///
     /// Siblings the context does not cover stay: the client had not seen
     /// them, so the new write is concurrent with them, not a replacement.
-    /// Taking the maximum with the context's entry, not just the clock's, is
-    /// belt and braces: with per-incarnation actors a context can never be
-    /// ahead of the actor's own clock, but if it were, minting below it would
-    /// produce a dot that others already consider seen.
     ///
     /// # Errors
     /// [`VersionError::CounterOverflow`] when the counter would pass
@@ -124,9 +146,35 @@ impl VersionedObject {
         context: &VersionVector,
         value: Value,
     ) -> Result<Dot, VersionError> {
+        self.update_from(actor, 1, context, value)
+    }
+
+    /// [`VersionedObject::update`] with a counter of at least `floor`.
+    ///
+    /// A replica passes the next value of one counter it keeps for all its keys,
+    /// so that it never mints a dot it minted before for *any* key, even one whose
+    /// object it no longer holds: after a tombstone is reaped, a counter counted
+    /// from the object alone would start again at 1, and other replicas, whose
+    /// clocks still cover the reaped tombstone's dots, would drop the new write as
+    /// already seen (Riak's KV679, the tombstone variant). Taking the maximum with
+    /// the clock's and the context's entries as well keeps the dot above
+    /// everything this object has seen of `actor`.
+    ///
+    /// # Errors
+    /// As [`VersionedObject::update`].
+    pub fn update_from(
+        &mut self,
+        actor: ActorId,
+        floor: u64,
+        context: &VersionVector,
+        value: Value,
+    ) -> Result<Dot, VersionError> {
         let base = self.clock.get(actor).max(context.get(actor));
         // Checked before any mutation so that a refused update changes nothing.
-        let counter = base.checked_add(1).ok_or(VersionError::CounterOverflow)?;
+        let counter = base
+            .checked_add(1)
+            .ok_or(VersionError::CounterOverflow)?
+            .max(floor);
         let dot = Dot::new(actor, counter);
 
         self.siblings
@@ -139,6 +187,32 @@ impl VersionedObject {
         let at = self.siblings.partition_point(|sibling| sibling.dot < dot);
         self.siblings.insert(at, Sibling { dot, value });
         Ok(dot)
+    }
+
+    /// Returns the newest sibling dot minted by `actor`: right after
+    /// [`VersionedObject::update_from`] at `actor`, the dot it minted.
+    pub fn latest_of(&self, actor: ActorId) -> Option<Dot> {
+        self.siblings
+            .iter()
+            .map(|sibling| sibling.dot)
+            .filter(|dot| dot.actor == actor)
+            .max()
+    }
+
+    /// The context to answer a write with: everything this object's clock has
+    /// seen except the siblings the writer had not seen, that is, those its
+    /// `context` did not cover, other than the write's own `minted` dot.
+    ///
+    /// Answering with the whole clock would hand the writer a context that
+    /// covers a concurrent sibling it never read; its next write with that
+    /// context would silently replace that sibling.
+    pub fn write_context(&self, context: &VersionVector, minted: Dot) -> VersionVector {
+        self.clock.clone().excluding(
+            self.siblings
+                .iter()
+                .map(|sibling| sibling.dot)
+                .filter(|dot| *dot != minted && !context.covers(dot)),
+        )
     }
 
     /// The join of two replica states (state-based CRDT join): a sibling
@@ -211,6 +285,36 @@ impl VersionedObject {
             }
         }
         Ok(())
+    }
+
+    /// Roughly the size of this object's record in bytes: its values and media types,
+    /// plus a fixed allowance per sibling and per clock entry or exception for the
+    /// varint-encoded dots and counters. Never less than the encoded size of the values;
+    /// cheap enough for every write.
+    pub fn approximate_size(&self) -> usize {
+        let values: usize = self.siblings.iter().map(|s| value_size(&s.value)).sum();
+        values + PER_DOT * (self.clock.len() + self.clock.unseen().len())
+    }
+
+    /// What [`VersionedObject::update`] with `context` and `value` would leave, without
+    /// doing it: how many siblings it would resolve, how many the object would hold, and
+    /// its [`VersionedObject::approximate_size`] (an upper bound: the context's entries
+    /// are counted as if all were new).
+    pub fn preview_update(&self, context: &VersionVector, value: &Value) -> UpdatePreview {
+        let (resolved, resolved_bytes) = self
+            .siblings
+            .iter()
+            .filter(|sibling| context.covers(&sibling.dot))
+            .fold((0, 0), |(n, bytes), s| {
+                (n + 1, bytes + value_size(&s.value))
+            });
+        UpdatePreview {
+            resolved,
+            siblings: self.siblings.len() - resolved + 1,
+            bytes: self.approximate_size() - resolved_bytes
+                + value_size(value)
+                + PER_DOT * (1 + context.len() + context.unseen().len()),
+        }
     }
 
     /// True when there is at least one sibling and every sibling is a
@@ -361,6 +465,58 @@ mod tests {
         assert_eq!(
             values(&merged(&at_b, &fresh)),
             vec![b"old".as_slice(), b"new".as_slice()]
+        );
+    }
+
+    #[test]
+    fn a_write_context_covers_what_the_writer_saw_and_its_own_dot_only() {
+        // Y writes y blindly, X writes x blindly: X's answer must not cover y.
+        let mut obj = VersionedObject::new();
+        let y = obj.update(A, &VersionVector::new(), text("y")).unwrap();
+        let x = obj.update(A, &VersionVector::new(), text("x")).unwrap();
+        let answer = obj.write_context(&VersionVector::new(), x);
+        assert!(answer.covers(&x));
+        assert!(!answer.covers(&y));
+
+        // X writes again with that answer: x goes, y stays beside x2.
+        let x2 = obj.update(A, &answer, text("x2")).unwrap();
+        assert_eq!(values(&obj), vec![b"y".as_slice(), b"x2".as_slice()]);
+        let answer = obj.write_context(&answer, x2);
+        assert!(answer.covers(&x) && answer.covers(&x2) && !answer.covers(&y));
+        obj.validate().unwrap();
+
+        // A replica that never saw x merges X's third write: x2 must not come back
+        // beside x3 when its state arrives, and y must survive.
+        let mut elsewhere = VersionedObject::new();
+        elsewhere.update(B, &answer, text("x3")).unwrap();
+        elsewhere.merge(&obj);
+        assert_eq!(values(&elsewhere), vec![b"y".as_slice(), b"x3".as_slice()]);
+        elsewhere.validate().unwrap();
+    }
+
+    #[test]
+    fn a_floor_lifts_the_counter_above_what_the_object_knows() {
+        // The key was reaped here (empty object) but others still cover A:1..=2.
+        let mut reaped = VersionedObject::new();
+        let dot = reaped
+            .update_from(A, 7, &VersionVector::new(), text("again"))
+            .unwrap();
+        assert_eq!(dot, Dot::new(A, 7));
+        let mut elsewhere = VersionedObject::new();
+        elsewhere
+            .update(A, &VersionVector::new(), text("old"))
+            .unwrap();
+        let old = elsewhere.clock().clone();
+        elsewhere.update(A, &old, Value::Tombstone).unwrap();
+        elsewhere.merge(&reaped);
+        assert_eq!(values(&elsewhere), vec![b"again".as_slice()]);
+        // Below the clock, the clock wins.
+        let mut obj = VersionedObject::new();
+        obj.update(A, &vv(&[(A, 9)]), text("v")).unwrap();
+        assert_eq!(
+            obj.update_from(A, 3, &VersionVector::new(), text("w"))
+                .unwrap(),
+            Dot::new(A, 11)
         );
     }
 

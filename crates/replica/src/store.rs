@@ -26,10 +26,9 @@
 //! A caller may also write without the fsync and sync later
 //! ([`Store::write_group_unsynced`], [`Store::sync_wal`]), to overlap the
 //! fsync with other work. Whatever was minted but not yet synced could be
-//! lost to a power loss after other replicas received it; so a store that
-//! was not closed cleanly (no clean-close mark, written when a `Store` is
-//! dropped) takes a new actor id when it opens, and can never mint a lost
-//! dot again.
+//! lost to a power loss after other replicas received it, so a store takes a
+//! new actor id every time it opens (see [`Store::open`]) and can never mint a
+//! lost dot again.
 //!
 //! # Corruption
 //! A record that fails its CRC or does not decode is reported as
@@ -78,7 +77,7 @@ use rocksdb::{
 use crate::codec::decode_record;
 use crate::error::{CodecError, StoreError};
 use crate::object::{Value, VersionedObject};
-use crate::version::{ActorId, VersionVector};
+use crate::version::{ActorId, Dot, VersionVector};
 
 mod antientropy;
 mod engine;
@@ -108,9 +107,8 @@ const CF_LEGACY_AAE: &str = "aae";
 /// Meta key of the actor id, in the store's own namespace.
 const META_ACTOR_ID: &[u8] = b"store/actor_id";
 
-/// Meta key present only while the store is closed cleanly: written, after a WAL sync, when
-/// a [`Store`] is dropped, and deleted when it is opened. Its absence at open means the
-/// last process ended without closing the store (a kill, a crash, a power loss).
+/// Meta key that earlier releases wrote at a clean close, to keep their actor across it.
+/// Every open now takes a new actor; an open deletes a mark left by an earlier release.
 const META_CLEAN_CLOSE: &[u8] = b"store/clean_close";
 /// Namespace of meta keys written through [`Store::put_meta`].
 const META_NODE_PREFIX: &[u8] = b"node/";
@@ -173,7 +171,20 @@ pub struct StoreOptions {
     /// RocksDB flushes the largest. At least [`MIN_MEMTABLE_BUDGET_BYTES`]. Default
     /// [`DEFAULT_MEMTABLE_BUDGET_BYTES`].
     pub memtable_budget_bytes: usize,
+    /// The most siblings a write minted here may leave a key with, when it resolves none
+    /// of them (default [`DEFAULT_MAX_SIBLINGS`], as Riak's `max_siblings`). Merges from
+    /// other replicas are never refused: a key written concurrently at several owners may
+    /// briefly hold up to one more per owner.
+    pub max_siblings: usize,
+    /// The largest record a write minted here may leave a key with, in bytes, counted
+    /// as [`VersionedObject::approximate_size`] (default [`DEFAULT_MAX_OBJECT_BYTES`]).
+    pub max_object_bytes: usize,
 }
+
+/// Default of [`StoreOptions::max_siblings`].
+pub const DEFAULT_MAX_SIBLINGS: usize = 100;
+/// Default of [`StoreOptions::max_object_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_OBJECT_BYTES: usize = 64 * 1024 * 1024;
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -182,6 +193,8 @@ impl Default for StoreOptions {
             partition_bits: 8,
             block_cache_bytes: DEFAULT_BLOCK_CACHE_BYTES,
             memtable_budget_bytes: DEFAULT_MEMTABLE_BUDGET_BYTES,
+            max_siblings: DEFAULT_MAX_SIBLINGS,
+            max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
         }
     }
 }
@@ -227,6 +240,12 @@ impl Default for StoreOptions {
 pub struct Store {
     db: DB,
     actor: ActorId,
+    /// The highest counter `actor` has minted, for any key; the next dot is above it.
+    minted: AtomicU64,
+    /// [`StoreOptions::max_siblings`].
+    max_siblings: usize,
+    /// [`StoreOptions::max_object_bytes`].
+    max_object_bytes: usize,
     sync: SyncPolicy,
     write_options: WriteOptions,
     /// Writes that never fsync, whatever the policy: [`Store::write_group_unsynced`].
@@ -277,13 +296,21 @@ impl Store {
     /// Opens the store at `path`, creating the directory, the column
     /// families and the actor id if they are missing.
     ///
-    /// If the store was not closed cleanly the last time (a mark written when it is dropped),
-    /// it takes a new actor id: a write minted just before the end may have reached
-    /// other replicas without reaching this WAL durably (under
-    /// [`SyncPolicy::None`], or with [`Store::write_group_unsynced`]), and minting its
-    /// dot again for another value would make one of the two vanish as "already seen".
-    /// A fresh actor can never collide; the price is one more clock entry for the keys
-    /// written afterwards.
+    /// Every open takes a new actor id, and this actor's counter starts at 0 and
+    /// rises with every dot minted, for any key (see [`VersionedObject::update_from`]).
+    /// Nothing persistent can then make it mint a dot twice:
+    /// - a write minted just before a crash may have reached other replicas without
+    ///   reaching this WAL durably (under [`SyncPolicy::None`], or with
+    ///   [`Store::write_group_unsynced`]);
+    /// - a data directory restored from a copy (a backup, a disk snapshot) holds the
+    ///   state of an earlier moment, and the dots minted since are in other replicas'
+    ///   clocks;
+    /// - a key whose tombstone was reaped has no object left here to count from.
+    ///
+    /// In each case an actor that went on would mint dots other replicas' clocks
+    /// already cover, and they would drop the new writes as "already seen" (Riak's
+    /// KV679). The price is one more clock entry per start for the keys written
+    /// afterwards.
     ///
     /// # Errors
     /// [`StoreError::Io`] if the directory cannot be created,
@@ -339,8 +366,7 @@ impl Store {
                 .map(|&name| ColumnFamilyDescriptor::new(name, column_family_options(&cache))),
         );
         let mut db = DB::open_cf_descriptors(&db_options, path, column_families)?;
-        let (actor, new) = load_or_create_actor(&db)?;
-        let actor = start_incarnation(&db, actor, new)?;
+        let actor = start_incarnation(&db)?;
         legacy::migrate(&mut db, &legacy)?;
         let aae = antientropy::HashTrees::open(&db, options.partition_bits)?;
         tracing::info!(path = %path.display(), %actor, "replica store opened");
@@ -356,6 +382,9 @@ impl Store {
         let store = Store {
             db,
             actor,
+            minted: AtomicU64::new(0),
+            max_siblings: options.max_siblings,
+            max_object_bytes: options.max_object_bytes,
             sync: options.sync,
             write_options,
             write_unsynced,
@@ -379,6 +408,38 @@ impl Store {
     /// dots of writes coordinated here.
     pub fn actor(&self) -> ActorId {
         self.actor
+    }
+
+    /// Mints this actor's next dot for `object`: drops what `context` covers and adds
+    /// `value` (see [`VersionedObject::update_from`]). The caller holds the key's lock.
+    /// Refuses, leaving `object` as it was, a write that would leave the key with more
+    /// siblings than it may hold without resolving any, or a record over its size limit.
+    fn mint(
+        &self,
+        object: &mut VersionedObject,
+        context: &VersionVector,
+        value: Value,
+    ) -> Result<Dot, StoreError> {
+        let preview = object.preview_update(context, &value);
+        if preview.siblings > self.max_siblings && preview.resolved == 0 {
+            return Err(StoreError::TooManySiblings {
+                count: object.siblings().len(),
+            });
+        }
+        if preview.bytes > self.max_object_bytes {
+            return Err(StoreError::ObjectTooLarge {
+                bytes: preview.bytes,
+                max: self.max_object_bytes,
+            });
+        }
+        let floor = self.minted.load(Ordering::Relaxed).saturating_add(1);
+        let dot = object
+            .update_from(self.actor, floor, context, value)
+            .map_err(StoreError::Version)?;
+        // Two keys minting at once may take the same counter: harmless, a dot must be new
+        // for its key only. What matters is that the counter never goes back.
+        self.minted.fetch_max(dot.counter, Ordering::Relaxed);
+        Ok(dot)
     }
 
     /// Returns the object stored for `bucket`/`key`, or `None` if the key was
@@ -438,9 +499,10 @@ impl Store {
     }
 
     /// Under a per-key lock: reads the local object, applies
-    /// [`VersionedObject::update`] with this store's actor, the client's
-    /// `context` and `value`, and writes the result. Returns the new full
-    /// object (its newest sibling is the write just made).
+    /// [`VersionedObject::update_from`] with this store's actor and counter, the
+    /// client's `context` and `value`, and writes the result. Returns the new full
+    /// object; the write just made is its sibling
+    /// [`VersionedObject::latest_of`] this store's actor.
     ///
     /// # Errors
     /// [`StoreError::Corrupt`] if the local record is unreadable, and then
@@ -705,72 +767,50 @@ fn column_family<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily, StoreEr
 }
 
 impl Drop for Store {
-    /// Marks the close as clean once every write is durable, so that the next open
-    /// keeps the actor id (see [`Store::open`]). A process killed before this runs
-    /// leaves no mark, and the next open takes a new actor.
+    /// Makes every write durable before the store closes.
     fn drop(&mut self) {
-        let marked = self
-            .db
-            .flush_wal(true)
-            .map_err(StoreError::from)
-            .and_then(|()| {
-                let mut durable = WriteOptions::default();
-                durable.set_sync(true);
-                let meta = self.cf(CF_META)?;
-                self.db
-                    .put_cf_opt(meta, META_CLEAN_CLOSE, [1u8], &durable)
-                    .map_err(StoreError::from)
-            });
-        if let Err(error) = marked {
-            tracing::warn!(%error, "cannot mark the store closed cleanly: the next open takes a new actor id");
+        if let Err(error) = self.db.flush_wal(true) {
+            tracing::warn!(%error, "cannot sync the WAL at close");
         }
     }
 }
 
-/// Starts this open of the store: keeps `actor` if the last close was clean, takes a new
-/// one otherwise, and clears the clean-close mark either way (durably, before any write
-/// can be minted).
-fn start_incarnation(db: &DB, actor: ActorId, new: bool) -> Result<ActorId, StoreError> {
+/// Starts this open of the store with a new actor id, durably stored before any dot can
+/// be minted under it (see [`Store::open`] for why every open takes one).
+fn start_incarnation(db: &DB) -> Result<ActorId, StoreError> {
     let meta = column_family(db, CF_META)?;
     let mut durable = WriteOptions::default();
     durable.set_sync(true);
-    let clean = db.get_cf(meta, META_CLEAN_CLOSE)?.is_some();
-    let actor = if clean || new {
-        actor
-    } else {
-        let renewed = ActorId(rand::random());
-        db.put_cf_opt(meta, META_ACTOR_ID, renewed.0.to_be_bytes(), &durable)?;
-        tracing::warn!(old = %actor, new = %renewed, "the store was not closed cleanly: new actor id, so that no dot is minted twice");
-        renewed
-    };
-    if clean {
+    let previous = read_actor(db)?;
+    // Random rather than derived from the node's name or a counter on disk, which a
+    // restored copy of the directory would hold at an earlier value.
+    let actor = ActorId(rand::random());
+    db.put_cf_opt(meta, META_ACTOR_ID, actor.0.to_be_bytes(), &durable)?;
+    if db.get_cf(meta, META_CLEAN_CLOSE)?.is_some() {
         db.delete_cf_opt(meta, META_CLEAN_CLOSE, &durable)?;
+    }
+    match previous {
+        Some(previous) => tracing::info!(%previous, %actor, "new actor id for this start"),
+        None => tracing::info!(%actor, "new actor id minted for a new database"),
     }
     Ok(actor)
 }
 
-/// Reads the actor id, or mints and durably stores one for a new database (then `true`).
-fn load_or_create_actor(db: &DB) -> Result<(ActorId, bool), StoreError> {
+/// Reads the actor id of the last start, if there was one.
+fn read_actor(db: &DB) -> Result<Option<ActorId>, StoreError> {
     let meta = column_family(db, CF_META)?;
-    if let Some(bytes) = db.get_cf(meta, META_ACTOR_ID)? {
-        let bytes: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
-            let reason = CodecError::Malformed(format!("actor id is {} bytes, not 8", bytes.len()));
-            tracing::error!(%reason, "unreadable actor id");
-            StoreError::Corrupt {
-                key: "meta/store/actor_id".to_owned(),
-                reason,
-            }
-        })?;
-        return Ok((ActorId(u64::from_be_bytes(bytes)), false));
-    }
-    // A new incarnation. Random rather than derived from the node's name, so
-    // that a wiped and recreated node can never mint a dot it minted before.
-    let actor = ActorId(rand::random());
-    let mut durable = WriteOptions::default();
-    durable.set_sync(true);
-    db.put_cf_opt(meta, META_ACTOR_ID, actor.0.to_be_bytes(), &durable)?;
-    tracing::info!(%actor, "new actor id minted for a new database");
-    Ok((actor, true))
+    let Some(bytes) = db.get_cf(meta, META_ACTOR_ID)? else {
+        return Ok(None);
+    };
+    let bytes: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
+        let reason = CodecError::Malformed(format!("actor id is {} bytes, not 8", bytes.len()));
+        tracing::error!(%reason, "unreadable actor id");
+        StoreError::Corrupt {
+            key: "meta/store/actor_id".to_owned(),
+            reason,
+        }
+    })?;
+    Ok(Some(ActorId(u64::from_be_bytes(bytes))))
 }
 
 /// Returns the `records` key of `bucket`/`key` (layout on [`Store`]).

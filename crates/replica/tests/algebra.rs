@@ -9,14 +9,31 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use proptest::sample::Index;
-use quorumkv_replica::{ActorId, Dot, VersionVector, VersionedObject};
+use quorumkv_replica::{
+    encode_compatible, with_format, ActorId, Dot, VersionVector, VersionedObject, WireFormat,
+};
 
-use common::{history, run};
+use common::{history, run, run_answering, Answers, Op};
 
-/// Small actor and counter ranges, so that vectors overlap often.
+/// Small actor and counter ranges, so that vectors overlap often; some with exceptions
+/// (dots below an entry that the vector has not seen).
 fn version_vector() -> impl Strategy<Value = VersionVector> {
-    proptest::collection::vec((0u64..4, 0u64..5), 0..5)
-        .prop_map(|entries| entries.into_iter().map(|(a, n)| (ActorId(a), n)).collect())
+    (
+        proptest::collection::vec((0u64..4, 0u64..5), 0..5),
+        proptest::collection::vec((0u64..4, 1u64..5), 0..3),
+    )
+        .prop_map(|(entries, unseen)| {
+            let vector: VersionVector = entries.into_iter().map(|(a, n)| (ActorId(a), n)).collect();
+            vector.excluding(unseen.into_iter().map(|(a, n)| Dot::new(ActorId(a), n)))
+        })
+}
+
+/// The dots a small vector covers, listed: the model of what it means.
+fn covered(vector: &VersionVector) -> BTreeSet<Dot> {
+    (0u64..4)
+        .flat_map(|a| (1u64..6).map(move |n| Dot::new(ActorId(a), n)))
+        .filter(|dot| vector.covers(dot))
+        .collect()
 }
 
 /// Wider actor ranges than [`version_vector`], so vectors outgrow their inline room, with
@@ -71,8 +88,28 @@ proptest! {
         // The wire form is the model's: records written before stay readable.
         let bytes = postcard::to_stdvec(&model_a).ok();
         prop_assert!(bytes.is_some());
-        prop_assert_eq!(postcard::to_stdvec(&a).ok(), bytes.clone());
-        let decoded = bytes.and_then(|b| postcard::from_bytes::<VersionVector>(&b).ok());
+        let (encoded, format) = encode_compatible(|| postcard::to_stdvec(&a).ok());
+        prop_assert_eq!(format, WireFormat::V1);
+        prop_assert_eq!(encoded, bytes.clone());
+        let decoded = bytes.and_then(|b| {
+            with_format(WireFormat::V1, || postcard::from_bytes::<VersionVector>(&b)).ok()
+        });
+        prop_assert_eq!(decoded, Some(a));
+    }
+
+    #[test]
+    fn vectors_with_exceptions_behave_as_sets_of_dots(
+        a in version_vector(), b in version_vector()
+    ) {
+        let (set_a, set_b) = (covered(&a), covered(&b));
+        prop_assert_eq!(covered(&joined(&a, &b)), &set_a | &set_b);
+        prop_assert_eq!(a.descends(&b), set_a.is_superset(&set_b));
+        // Equal sets are equal vectors: the form is canonical.
+        prop_assert_eq!(set_a == set_b, a == b);
+        // Either format round-trips what it can hold.
+        let (bytes, format) = encode_compatible(|| postcard::to_stdvec(&a).ok());
+        prop_assert_eq!(format == WireFormat::V1, a.unseen().is_empty());
+        let decoded = bytes.and_then(|b| with_format(format, || postcard::from_bytes(&b)).ok());
         prop_assert_eq!(decoded, Some(a));
     }
 
@@ -122,7 +159,9 @@ proptest! {
     #[test]
     fn covers_agrees_with_descends(a in version_vector(), actor in 0u64..4, counter in 1u64..6) {
         let dot = Dot { actor: ActorId(actor), counter };
+        // The vector of exactly this one dot: its entry less every dot below it.
         let single: VersionVector = [(dot.actor, dot.counter)].into_iter().collect();
+        let single = single.excluding((1..counter).map(|n| Dot::new(dot.actor, n)));
         prop_assert_eq!(a.covers(&dot), a.descends(&single));
     }
 }
@@ -166,6 +205,14 @@ proptest! {
         prop_assert_eq!(unique.len(), h.created.len());
     }
 
+    /// Always: no write's context covers a live version its client never saw, whether the
+    /// context came from a read or from the answer to an earlier write.
+    #[test]
+    fn no_context_covers_a_version_its_client_never_saw((n, ops) in history(50)) {
+        let h = run(n, &ops)?;
+        prop_assert!(h.unseen_covered.is_empty(), "{:?}", h.unseen_covered);
+    }
+
     /// Always: after all replicas merge, a write is absent exactly when some
     /// write was sent with a context that covered it (it was seen and
     /// replaced), and present with its own value otherwise.
@@ -190,4 +237,32 @@ proptest! {
         prop_assert_eq!(present.len(), fin.siblings().len());
         prop_assert!(present.keys().all(|dot| h.created.iter().any(|(d, _)| d == dot)));
     }
+}
+
+/// The negative control of `no_context_covers_a_version_its_client_never_saw`: writes
+/// answered with the minting replica's whole clock. Y writes blindly, X writes blindly,
+/// then X writes with its own write's answer: that answer covered Y's version, and the
+/// check must say so.
+#[test]
+fn answers_with_the_whole_clock_are_caught_covering_an_unseen_version() {
+    let blind = |value: &[u8]| Op::WriteBlind {
+        replica: 0,
+        value: Some(value.to_vec()),
+    };
+    let reuse = Op::WriteLatest {
+        replica: 0,
+        value: Some(b"x2".to_vec()),
+    };
+    let ops = [blind(b"y"), blind(b"x"), reuse];
+    let bad = run_answering(2, &ops, Answers::WholeClock).expect("the history runs");
+    assert_eq!(bad.unseen_covered.len(), 1, "{:?}", bad.unseen_covered);
+    let good = run_answering(2, &ops, Answers::WriteContext).expect("the history runs");
+    assert!(good.unseen_covered.is_empty(), "{:?}", good.unseen_covered);
+    // And with exact answers both y and x2 survive.
+    let values: Vec<_> = good
+        .merged()
+        .live_values()
+        .map(|(_, b)| b.clone())
+        .collect();
+    assert_eq!(values, [&b"y"[..], &b"x2"[..]]);
 }

@@ -106,31 +106,18 @@ fn merge_refuses_an_invalid_incoming_object() {
 }
 
 #[test]
-fn actor_persists_across_reopen_and_differs_for_a_fresh_dir() {
+fn every_open_takes_a_new_actor() {
     let dir = TempDir::new().unwrap();
     let first = open(dir.path()).actor();
     let again = open(dir.path()).actor();
-    assert_eq!(first, again);
+    assert_ne!(first, again, "a clean close and reopen: still a new actor");
 
     let other = TempDir::new().unwrap();
     assert_ne!(open(other.path()).actor(), first);
 }
 
-/// Takes away the clean-close mark that dropping the store leaves: the state a killed
-/// process leaves behind.
-fn forget_clean_close(dir: &Path) {
-    let names = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir).unwrap();
-    let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir, &names).unwrap();
-    let meta = db.cf_handle("meta").unwrap();
-    assert!(
-        db.get_cf(meta, b"store/clean_close").unwrap().is_some(),
-        "a dropped store is marked closed cleanly"
-    );
-    db.delete_cf(meta, b"store/clean_close").unwrap();
-}
-
 #[test]
-fn a_store_not_closed_cleanly_takes_a_new_actor_and_keeps_its_data() {
+fn a_store_reopened_keeps_its_data_and_mints_under_its_new_actor() {
     let dir = TempDir::new().unwrap();
     let (first, written) = {
         let store = open(dir.path());
@@ -150,25 +137,95 @@ fn a_store_not_closed_cleanly_takes_a_new_actor_and_keeps_its_data() {
             .unwrap();
         (store.actor(), written)
     };
-    forget_clean_close(dir.path());
 
     let store = open(dir.path());
     let second = store.actor();
-    assert_ne!(second, first, "no clean close: a new actor");
+    assert_ne!(second, first);
     assert_eq!(store.get(BUCKET, b"k").unwrap(), Some(written.clone()));
     // The next write of the key gets a dot of the new actor, never `first`'s counter 2.
     let next = store
         .coordinate(BUCKET, b"k", &VersionVector::new(), text("after"))
         .unwrap();
     assert_eq!(next.clock().get(first), 1);
-    assert_eq!(next.clock().get(second), 1);
+    assert_eq!(next.latest_of(second), Some(Dot::new(second, 1)));
     let mut both = values(&next);
     both.sort();
     assert_eq!(both, [b"after".as_slice(), b"before".as_slice()]);
-    drop(store);
+}
 
-    // A clean close keeps the actor.
-    assert_eq!(open(dir.path()).actor(), second);
+/// A data directory restored from a copy taken after a clean close: the writes made
+/// after the copy are in other replicas' clocks, and the restored store must not mint
+/// their dots again for new values.
+#[test]
+fn a_restored_copy_never_mints_a_dot_it_minted_before() {
+    let parent = TempDir::new().unwrap();
+    let live = parent.path().join("live");
+    let copy = parent.path().join("copy");
+    let peer_dir = TempDir::new().unwrap();
+    let peer = open(peer_dir.path());
+    {
+        let store = open(&live);
+        let v1 = store
+            .coordinate(BUCKET, b"k", &VersionVector::new(), text("v1"))
+            .unwrap();
+        peer.merge(BUCKET, b"k", &v1).unwrap();
+    }
+    copy_dir(&live, &copy);
+    {
+        let store = open(&live);
+        let v2 = store
+            .coordinate(BUCKET, b"k", &VersionVector::new(), text("v2"))
+            .unwrap();
+        peer.merge(BUCKET, b"k", &v2).unwrap();
+    }
+    std::fs::remove_dir_all(&live).unwrap();
+    std::fs::rename(&copy, &live).unwrap();
+    let restored = open(&live);
+    let v3 = restored
+        .coordinate(BUCKET, b"k", &VersionVector::new(), text("v3"))
+        .unwrap();
+    let at_peer = peer.merge(BUCKET, b"k", &v3).unwrap();
+    let mut held = values(&at_peer);
+    held.sort();
+    assert_eq!(held, [b"v1".as_slice(), b"v2", b"v3"]);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// A key whose tombstone was reaped here, while another replica still holds the
+/// tombstone: the next write here must not mint a dot that replica's clock covers.
+#[test]
+fn a_write_after_a_reap_is_not_covered_by_the_tombstone_elsewhere() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path());
+    let peer_dir = TempDir::new().unwrap();
+    let peer = open(peer_dir.path());
+    let v1 = store
+        .coordinate(BUCKET, b"k", &VersionVector::new(), text("v1"))
+        .unwrap();
+    let deleted = store
+        .coordinate(BUCKET, b"k", v1.clock(), Value::Tombstone)
+        .unwrap();
+    peer.merge(BUCKET, b"k", &deleted).unwrap();
+    // The reap, as the reaper does it: the tombstone goes, its clock with it.
+    let page = store.scan_tombstones(None, 1_000).unwrap();
+    assert_eq!(page.tombstones.len(), 1);
+    assert!(store
+        .remove_if_unchanged(BUCKET, b"k", &page.tombstones[0].object)
+        .unwrap());
+    assert_eq!(store.get(BUCKET, b"k").unwrap(), None);
+
+    let again = store
+        .coordinate(BUCKET, b"k", &VersionVector::new(), text("v2"))
+        .unwrap();
+    let at_peer = peer.merge(BUCKET, b"k", &again).unwrap();
+    assert_eq!(values(&at_peer), [b"v2".as_slice()]);
 }
 
 #[test]
@@ -321,8 +378,10 @@ fn meta_round_trips_and_cannot_touch_the_actor_id() {
         );
         store.actor()
     };
+    // The open reads the stored actor id, and would refuse it as corrupt had the node's
+    // `actor_id` (12 bytes) overwritten it; then it takes a new one, as at every open.
     let store = open(dir.path());
-    assert_eq!(store.actor(), actor);
+    assert_ne!(store.actor(), actor);
     assert_eq!(
         store.get_meta("ring_epoch").unwrap(),
         Some(b"\x00\x07".to_vec())

@@ -102,6 +102,17 @@ pub struct ServeArgs {
     #[arg(long, env = "QUORUMKV_MAX_VALUE_BYTES", default_value_t = 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1..=64 * 1024 * 1024))]
     pub max_value_bytes: u64,
+    /// The most siblings a key may hold: a write that would add one more without
+    /// resolving any is refused with 409 `too_many_siblings` (Riak's `max_siblings`).
+    #[arg(long, env = "QUORUMKV_MAX_SIBLINGS", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_siblings: u32,
+    /// The largest record a key may have, in bytes (all its siblings together): a write
+    /// that would pass it is refused with 413 `object_too_large`. At least twice
+    /// `--max-value-bytes`.
+    #[arg(long, env = "QUORUMKV_MAX_OBJECT_BYTES", default_value_t = 64 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1024 * 1024 * 1024))]
+    pub max_object_bytes: u64,
     /// The most client and peer connections served at once; more wait until one closes.
     #[arg(long, env = "QUORUMKV_MAX_CONNECTIONS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]

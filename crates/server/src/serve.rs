@@ -102,6 +102,16 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // Mebibytes to bytes; the flags' ranges keep it well within usize.
     let mib = |mib: u32| usize::try_from(u64::from(mib) << 20).unwrap_or(usize::MAX);
     let (block_cache_mib, memtable_mib) = (args.block_cache_mib, args.memtable_mib);
+    if args.max_object_bytes < 2 * args.max_value_bytes {
+        bail!(
+            "--max-object-bytes ({}) must be at least twice --max-value-bytes ({}): a key \
+             must be able to hold a value beside a concurrent one",
+            args.max_object_bytes,
+            args.max_value_bytes
+        );
+    }
+    let max_siblings = usize::try_from(args.max_siblings).unwrap_or(usize::MAX);
+    let max_object_bytes = usize::try_from(args.max_object_bytes).unwrap_or(usize::MAX);
     let store = tokio::task::spawn_blocking(move || {
         Store::open(
             &data_dir,
@@ -109,6 +119,8 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 sync,
                 block_cache_bytes: mib(block_cache_mib),
                 memtable_budget_bytes: mib(memtable_mib),
+                max_siblings,
+                max_object_bytes,
                 ..StoreOptions::default()
             },
         )

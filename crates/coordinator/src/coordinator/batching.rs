@@ -121,6 +121,10 @@ struct Queued {
 }
 
 /// How one request leaves.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a route lives on the stack for one call; boxing the request would allocate on every send"
+)]
 enum Route {
     /// At once, alone; `counted` when it holds one of the lane's exchanges.
     Alone { request: Request, counted: bool },
@@ -360,6 +364,7 @@ fn batchable(request: &Request) -> bool {
         request,
         Request::Get { .. }
             | Request::Coordinate { .. }
+            | Request::Mint { .. }
             | Request::Merge { .. }
             | Request::GetHint { .. }
             | Request::MergeHint { .. }

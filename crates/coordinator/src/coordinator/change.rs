@@ -1,7 +1,10 @@
 //! Membership changes an operator asks for: this node leaving, a dead node removed.
 //!
 //! Both only write a record (`Leaving`, version plus one) and let gossip spread it; the
-//! transfers and the commit ([`super::transfer`]) do the rest. A leaving node serves until
+//! transfers and the commit ([`super::transfer`]) do the rest. A member removed while it
+//! is still *joining* goes straight to `Removed`: it owns nothing in the current ring, and
+//! as `Leaving` it would enter it (the current ring counts leaving members) with none of
+//! the data, so reads at its owners would miss acknowledged writes. A leaving node serves until
 //! the commit marks it `Removed`, then the server stops it ([`Coordinator::has_left`]). A
 //! removed node's id never comes back (its `Removed` record wins every merge): a node that
 //! takes its place needs a new id.
@@ -48,7 +51,8 @@ impl Coordinator {
 
     /// Takes `node` out of the cluster on behalf of a node that cannot leave itself (it is
     /// dead): marks it `Leaving`, so its partitions are copied from the replicas that
-    /// survive and the commit marks it `Removed`.
+    /// survive and the commit marks it `Removed`. A member still joining owns nothing yet:
+    /// it is marked `Removed` at once.
     pub async fn remove(self: &Arc<Self>, node: &NodeId) -> Result<MemberRecord, CoordinatorError> {
         self.ring()?;
         if *node == self.node {
@@ -66,13 +70,17 @@ impl Coordinator {
             return Ok(record);
         }
         self.ensure_someone_stays(node)?;
+        let state = removal_state(record.state);
+        let version = record.version.checked_add(1).ok_or_else(|| {
+            CoordinatorError::Internal(format!("the record of {node} is at its last version"))
+        })?;
         let leaving = MemberRecord {
-            state: MemberState::Leaving,
-            version: record.version + 1,
+            state,
+            version,
             transfers_done: None,
             ..record
         };
-        tracing::info!(%node, version = leaving.version, "removing a member");
+        tracing::info!(%node, version = leaving.version, state = ?state, "removing a member");
         self.membership.merge_records(vec![leaving.clone()]);
         self.persist_members().await;
         Ok(leaving)
@@ -101,6 +109,31 @@ impl Coordinator {
             Err(CoordinatorError::InvalidChange(
                 "the cluster would have no member left".into(),
             ))
+        }
+    }
+}
+
+/// The state a member is removed into: `Removed` at once for a member still joining (it
+/// is in no current ring, so nothing needs to move off it), `Leaving` otherwise.
+fn removal_state(state: MemberState) -> MemberState {
+    match state {
+        MemberState::Joining => MemberState::Removed,
+        _ => MemberState::Leaving,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_joining_member_is_removed_at_once_and_an_active_one_leaves_first() {
+        assert_eq!(removal_state(MemberState::Joining), MemberState::Removed);
+        assert_eq!(removal_state(MemberState::Active), MemberState::Leaving);
+        // Whatever the state, the removal never puts a member in the current ring that
+        // was not in it before.
+        for state in [MemberState::Joining, MemberState::Active] {
+            assert!(!removal_state(state).in_current_ring() || state.in_current_ring());
         }
     }
 }

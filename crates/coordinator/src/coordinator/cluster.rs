@@ -105,6 +105,16 @@ impl Coordinator {
         }
         metrics::gauge!("quorumkv_nodes_down").set(self.membership.down_count() as f64);
         learned |= self.gossip_round(probe_timeout).await;
+        if let Some(founding) = self.membership.found_together() {
+            tracing::info!(
+                members = founding.len(),
+                "no seed belongs to a formed cluster: founding one with them"
+            );
+            learned |= self.membership.merge_records(founding);
+        }
+        if let Some(reason) = self.membership.stuck_reason() {
+            tracing::warn!("{reason}");
+        }
         // The version is 53 bits: exact in a gauge's f64.
         metrics::gauge!("quorumkv_ring_version").set(self.membership.ring_version() as f64);
         if learned {

@@ -24,7 +24,7 @@
 //!   ([`LocalReplica::mint_unsynced`]): it sends the minted version to the other owners
 //!   while this node's fsync runs, and counts this node's acknowledgement once
 //!   [`LocalReplica::durable`] returns. A power loss in between cannot lead to a dot
-//!   minted twice: the store takes a new actor after an unclean close.
+//!   minted twice: the store takes a new actor every time it opens.
 //!
 //! Everything else (hints, anti-entropy, scans) runs on the blocking pool.
 
@@ -87,7 +87,7 @@ impl LocalReplica {
         self.syncs.is_some()
     }
 
-    /// Mints a version (`Coordinate`) and answers as soon as it is applied, before it is
+    /// Mints a version (`Mint`) and answers as soon as it is applied, before it is
     /// durable under `--sync always`: the caller must not count this replica's copy until
     /// [`Self::durable`] has returned `Ok`.
     pub(crate) async fn mint_unsynced(self: &Arc<Self>, request: Request) -> Response {
@@ -155,7 +155,9 @@ impl LocalReplica {
     /// Executes one storage request and returns the replica's answer.
     pub(crate) async fn execute(self: &Arc<Self>, request: Request) -> Response {
         match request {
-            Request::Coordinate { .. } | Request::Merge { .. } => self.write(request).await,
+            Request::Coordinate { .. } | Request::Mint { .. } | Request::Merge { .. } => {
+                self.write(request).await
+            }
             Request::Get { bucket, key } => match self.store.get_cached(&bucket, &key) {
                 Ok(result) => result.map_or_else(|error| store_error(&error), Response::Object),
                 Err(WouldBlock) => {
@@ -304,6 +306,12 @@ fn apply(store: &Store, requests: &[Request], wait: Wait, commit: Commit) -> Opt
                     (Request::Coordinate { .. }, Some(Ok(object))) => {
                         Response::Object(Some(object))
                     }
+                    (Request::Mint { .. }, Some(Ok(object))) => {
+                        match object.latest_of(store.actor()) {
+                            Some(dot) => Response::Minted { object, dot },
+                            None => storage_error("the minted version is missing".into()),
+                        }
+                    }
                     (_, Some(Ok(_))) => Response::Ack,
                     (_, Some(Err(error))) => store_error(&error),
                     (_, None) => Response::Error {
@@ -320,6 +328,12 @@ fn apply(store: &Store, requests: &[Request], wait: Wait, commit: Commit) -> Opt
 fn as_write(request: &Request) -> Option<GroupWrite<'_>> {
     match request {
         Request::Coordinate {
+            bucket,
+            key,
+            context,
+            value,
+        }
+        | Request::Mint {
             bucket,
             key,
             context,
@@ -347,7 +361,7 @@ fn as_write(request: &Request) -> Option<GroupWrite<'_>> {
 fn execute(store: &Store, request: Request, max_hints: u64) -> Response {
     let result = match request {
         Request::Get { bucket, key } => store.get(&bucket, &key).map(Response::Object),
-        Request::Coordinate { .. } | Request::Merge { .. } => {
+        Request::Coordinate { .. } | Request::Mint { .. } | Request::Merge { .. } => {
             return apply(
                 store,
                 std::slice::from_ref(&request),
@@ -358,6 +372,13 @@ fn execute(store: &Store, request: Request, max_hints: u64) -> Response {
             .unwrap_or_else(|| storage_error("a blocking write would block".into()));
         }
         Request::BucketHasKeys { bucket } => store.bucket_has_keys(&bucket).map(Response::HasKeys),
+        Request::Reap {
+            bucket,
+            key,
+            object,
+        } => store
+            .remove_if_unchanged(&bucket, &key, &object)
+            .map(|_| Response::Ack),
         Request::GetHint { owner, bucket, key } => store
             .get_hint(owner.as_str(), &bucket, &key)
             .map(Response::Object),

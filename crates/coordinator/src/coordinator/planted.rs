@@ -11,6 +11,14 @@
 //! - [`ReplicaFault::LastWriteWins`]: whenever a replica ends up holding concurrent
 //!   siblings, it keeps only the one with the greatest dot and discards the others, as
 //!   Riak with `allow_mult=false` and Cassandra do. Acknowledged concurrent writes vanish.
+//! - [`ReplicaFault::WholeClockAnswers`]: a write coordinated here is answered with the
+//!   minting replica's whole clock, which covers concurrent siblings the writer never
+//!   saw, as every release before write answers had exceptions did. A client that writes
+//!   again with that answer silently replaces them.
+//! - [`ReplicaFault::IgnoreReapRequests`]: a replica acknowledges another owner's request
+//!   to reap a tombstone without reaping it, as when that request is lost: the state in
+//!   which one owner has forgotten a key whose tombstone the others still hold, where a
+//!   replica that counted its dots per key would mint dots the others already cover.
 //!
 //! The switch is set through a route that exists only on a node started with
 //! `--fault-injection`; a production node has no way to turn it on.
@@ -34,6 +42,10 @@ pub enum ReplicaFault {
     AckWithoutStoring,
     /// Resolve siblings by keeping the one with the greatest dot.
     LastWriteWins,
+    /// Answer writes coordinated here with the minting replica's whole clock.
+    WholeClockAnswers,
+    /// Acknowledge requests to reap a tombstone without reaping it.
+    IgnoreReapRequests,
 }
 
 impl ReplicaFault {
@@ -42,6 +54,8 @@ impl ReplicaFault {
             Self::None => 0,
             Self::AckWithoutStoring => 1,
             Self::LastWriteWins => 2,
+            Self::WholeClockAnswers => 3,
+            Self::IgnoreReapRequests => 4,
         }
     }
 
@@ -49,6 +63,8 @@ impl ReplicaFault {
         match value {
             1 => Self::AckWithoutStoring,
             2 => Self::LastWriteWins,
+            3 => Self::WholeClockAnswers,
+            4 => Self::IgnoreReapRequests,
             _ => Self::None,
         }
     }
@@ -73,9 +89,8 @@ impl FaultCell {
 /// the request must not be executed at all.
 pub(crate) fn intercept(fault: ReplicaFault, request: &Request) -> Option<Response> {
     match (fault, request) {
-        (ReplicaFault::AckWithoutStoring, Request::Merge { .. } | Request::MergeHint { .. }) => {
-            Some(Response::Ack)
-        }
+        (ReplicaFault::AckWithoutStoring, Request::Merge { .. } | Request::MergeHint { .. })
+        | (ReplicaFault::IgnoreReapRequests, Request::Reap { .. }) => Some(Response::Ack),
         _ => None,
     }
 }
@@ -85,9 +100,9 @@ pub(crate) fn intercept(fault: ReplicaFault, request: &Request) -> Option<Respon
 /// the others (a new version whose context covers them all). Blocking.
 pub(crate) fn collapse_siblings(store: &Arc<Store>, request: &Request) -> Result<(), StoreError> {
     let (bucket, key) = match request {
-        Request::Merge { bucket, key, .. } | Request::Coordinate { bucket, key, .. } => {
-            (bucket, key)
-        }
+        Request::Merge { bucket, key, .. }
+        | Request::Coordinate { bucket, key, .. }
+        | Request::Mint { bucket, key, .. } => (bucket, key),
         _ => return Ok(()),
     };
     let Some(object) = store.get(bucket, key)? else {

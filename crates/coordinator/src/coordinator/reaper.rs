@@ -13,9 +13,13 @@
 //!    nothing for the key (an owner that already reaped it, or never had the value).
 //!
 //! An owner that still holds the old value, or does not answer, blocks reaping until it
-//! has received the tombstone. Each owner reaps its own copy on its own: there is no
-//! cluster-wide step that could half-fail. The scan is paged and resumable, so a round
-//! costs a bounded amount of work.
+//! has received the tombstone. The owner that reaps first asks the others to reap their
+//! copies too (`Request::Reap`, honoured only by an owner holding exactly that tombstone):
+//! otherwise anti-entropy would hand the tombstone back to it from an owner whose grace
+//! had not yet run out, its grace would start again, and reaping would converge only by
+//! luck. A request that does not arrive is harmless: that owner reaps on its own, later,
+//! and the ones that already did count as agreeing (they hold nothing). The scan is paged
+//! and resumable, so a round costs a bounded amount of work.
 //!
 //! What this cannot protect against, like every system built this way: a node that stays
 //! down longer than the grace period and comes back with the old value. Operators repair
@@ -26,6 +30,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quorumkv_replica::{Tombstone, VersionVector};
+
+use quorumkv_ring::NodeId;
 
 use super::Coordinator;
 use crate::message::{Request, Response};
@@ -89,7 +95,11 @@ impl Coordinator {
         };
         let mut reaped = 0;
         for tombstone in candidates {
-            if self.owners_agree(&tombstone).await && self.remove_tombstone(&tombstone).await {
+            let Some(owners) = self.owners_agree(&tombstone).await else {
+                continue;
+            };
+            if self.remove_tombstone(&tombstone).await {
+                self.reap_elsewhere(owners, &tombstone).await;
                 reaped += 1;
                 self.reaper_state()
                     .seen
@@ -103,24 +113,25 @@ impl Coordinator {
         reaped
     }
 
-    /// Whether every owner of the key holds exactly this tombstone, or nothing.
-    async fn owners_agree(self: &Arc<Self>, tombstone: &Tombstone) -> bool {
-        let Ok(bucket) = BucketName::parse(&tombstone.bucket) else {
-            return false;
-        };
-        let Some(ring) = self.membership.ring() else {
-            return false;
-        };
+    /// The other owners of the key, if every one of them holds exactly this tombstone, or
+    /// nothing.
+    async fn owners_agree(self: &Arc<Self>, tombstone: &Tombstone) -> Option<Vec<NodeId>> {
+        let bucket = BucketName::parse(&tombstone.bucket).ok()?;
+        let ring = self.membership.ring()?;
         let n = self.bucket_props(&bucket).n;
         let owners = ring.preference_list(&tombstone.bucket, &tombstone.key, n);
         if !owners.contains(&self.node) {
             // Not ours to reap: a copy outside the preference list is left to its owners.
-            return false;
+            return None;
         }
-        let deadline = tokio::time::Instant::now() + VERIFY_TIMEOUT;
-        let sends = owners
+        let others: Vec<NodeId> = owners
             .into_iter()
             .filter(|owner| *owner != self.node)
+            .collect();
+        let deadline = tokio::time::Instant::now() + VERIFY_TIMEOUT;
+        let sends = others
+            .iter()
+            .cloned()
             .map(|owner| {
                 (
                     owner,
@@ -132,13 +143,34 @@ impl Coordinator {
             })
             .collect();
         let replies: Vec<_> = futures::StreamExt::collect(self.fan_out(sends, deadline)).await;
-        replies.iter().all(|(_, reply)| match reply {
+        let agree = replies.iter().all(|(_, reply)| match reply {
             Ok(Response::Object(None)) => true,
             Ok(Response::Object(Some(object))) => {
                 object.is_deleted() && object.clock() == tombstone.object.clock()
             }
             _ => false,
-        })
+        });
+        agree.then_some(others)
+    }
+
+    /// Asks the other owners to reap their copies of a tombstone this node has reaped;
+    /// waits for their answers (at most [`VERIFY_TIMEOUT`]), whatever they are.
+    async fn reap_elsewhere(self: &Arc<Self>, owners: Vec<NodeId>, tombstone: &Tombstone) {
+        let deadline = tokio::time::Instant::now() + VERIFY_TIMEOUT;
+        let sends = owners
+            .into_iter()
+            .map(|owner| {
+                (
+                    owner,
+                    Request::Reap {
+                        bucket: tombstone.bucket.clone(),
+                        key: tombstone.key.clone(),
+                        object: tombstone.object.clone(),
+                    },
+                )
+            })
+            .collect();
+        let _: Vec<_> = futures::StreamExt::collect(self.fan_out(sends, deadline)).await;
     }
 
     async fn remove_tombstone(self: &Arc<Self>, tombstone: &Tombstone) -> bool {

@@ -3,13 +3,18 @@
 //! 1. Place the key: owners that are up, fallbacks for owners that are down (sloppy
 //!    quorum), and down owners with no fallback.
 //! 2. Mint the version at an up owner (this node first when it is one): its dot must come
-//!    from one replica's own state, so a fallback never mints. An owner whose mint failed
-//!    is skipped for the next one; if the failure was only a lost answer, the write exists
-//!    twice, as two siblings of the same value (as after a client's retry), never lost.
+//!    from one replica's own state, so a fallback never mints. An owner whose mint failed,
+//!    or that has not answered within a patience derived from recent mint latencies
+//!    ([`MintLatency`]; a paused or overloaded owner the failure detector has not yet
+//!    marked down), is skipped for the next one; if it applied the mint after all, the
+//!    write exists twice, as two siblings of the same value (as after a client's retry),
+//!    never lost.
 //! 3. Send the minted state to every other up owner (`Merge`) and to each fallback
 //!    (`MergeHint` for the owner it stands in for), all at once.
 //! 4. Answer once `w` acknowledgements, `pw` of them from owners, have arrived; fallback
-//!    acknowledgements count only for a sloppy quorum.
+//!    acknowledgements count only for a sloppy quorum. The answer's context covers what
+//!    the request's context covered and the minted dot, never a concurrent sibling the
+//!    writer had not seen ([`quorumkv_replica::VersionedObject::write_context`]).
 //! 5. Every owner the write did not reach (down with no fallback, or a send that failed)
 //!    gets a hint kept by this node, so hinted handoff brings it up to date when it is
 //!    back. These sends and hints finish in the background after the answer.
@@ -30,7 +35,7 @@ use tokio::time::Instant;
 
 use super::{quorum_unavailable, timed_out_failure, unexpected, Coordinator, Quorum};
 use crate::error::{CoordinatorError, Operation, ReplicaFailure};
-use crate::message::{Request, Response};
+use crate::message::{RemoteErrorKind, Request, Response};
 use crate::placement::Placement;
 use crate::{BucketName, Key};
 
@@ -67,10 +72,10 @@ impl Coordinator {
             let me = candidates.remove(me);
             candidates.insert(0, me);
         }
-        let mint = Request::Coordinate {
+        let mint = Request::Mint {
             bucket: bucket.as_bytes().to_vec(),
             key: key.as_bytes().to_vec(),
-            context,
+            context: context.clone(),
             value,
         };
         let mut minted = None;
@@ -87,22 +92,48 @@ impl Coordinator {
                 && self.planted.get() == super::planted::ReplicaFault::None;
             if defer {
                 match self.local.mint_unsynced(mint.clone()).await {
-                    Response::Object(Some(object)) => {
+                    Response::Minted { object, dot } => {
                         let local = Arc::clone(&self.local);
                         minter_sync = Some(Box::pin(async move { local.durable().await }));
-                        minted = Some((candidate.clone(), object));
+                        minted = Some((candidate.clone(), object, dot));
                         break;
                     }
                     other => {
+                        refused_as_written(&other)?;
                         failures.push(unexpected(candidate.clone(), &other));
                         continue;
                     }
                 }
             }
-            match self.call_replica(candidate, mint.clone(), deadline).await {
-                Ok(Response::Object(Some(object))) => {
-                    minted = Some((candidate.clone(), object));
+            // A minting owner that does not answer soon (paused, overloaded, not yet seen
+            // down) is passed over for the next one; the last one gets the whole request.
+            let last = candidates.last() == Some(candidate);
+            let patience = if last || *candidate == self.node {
+                deadline
+            } else {
+                deadline.min(Instant::now() + self.mint_latency.patience())
+            };
+            let started = Instant::now();
+            match self
+                .call_replica_raw(candidate, mint.clone(), patience)
+                .await
+            {
+                Ok(Response::Minted { object, dot }) => {
+                    if *candidate != self.node {
+                        self.mint_latency.record(started.elapsed());
+                    }
+                    minted = Some((candidate.clone(), object, dot));
                     break;
+                }
+                Ok(Response::Error { kind, message }) => {
+                    refused_as_written(&Response::Error {
+                        kind,
+                        message: message.clone(),
+                    })?;
+                    failures.push(ReplicaFailure {
+                        node: candidate.clone(),
+                        reason: format!("{kind:?}: {message}"),
+                    });
                 }
                 Ok(other) => failures.push(unexpected(candidate.clone(), &other)),
                 Err(reason) => failures.push(ReplicaFailure {
@@ -111,7 +142,7 @@ impl Coordinator {
                 }),
             }
         }
-        let Some((minter, object)) = minted else {
+        let Some((minter, object, dot)) = minted else {
             return Err(quorum_unavailable(operation, quorum.required, 0, failures));
         };
 
@@ -300,7 +331,11 @@ impl Coordinator {
                 failures,
             ));
         }
-        Ok(object.clock().clone())
+        // What the writer saw and its own version, not the concurrent siblings it did not.
+        if self.planted.get() == super::planted::ReplicaFault::WholeClockAnswers {
+            return Ok(object.clock().clone());
+        }
+        Ok(object.write_context(&context, dot))
     }
 
     /// The owners of the key in the joint ring, if a write must reach a quorum there too;
@@ -369,5 +404,124 @@ impl Coordinator {
                 tracing::warn!(%message, "cannot keep a hint");
             }
         });
+    }
+}
+
+/// A mint refused for what the write itself is (too many siblings, too large a record):
+/// another owner holds the same key and would refuse it too, so the client hears why at
+/// once instead of a quorum failure.
+fn refused_as_written(answer: &Response) -> Result<(), CoordinatorError> {
+    match answer {
+        Response::Error {
+            kind: RemoteErrorKind::TooManySiblings,
+            message,
+        } => Err(CoordinatorError::TooManySiblings {
+            // The replica's message starts "the key holds N siblings" (`StoreError`'s
+            // wording): the count travels in it, as the error kind carries no fields.
+            count: message
+                .split_whitespace()
+                .nth(3)
+                .and_then(|n| n.parse().ok()),
+            message: message.clone(),
+        }),
+        Response::Error {
+            kind: RemoteErrorKind::ObjectTooLarge,
+            message,
+        } => Err(CoordinatorError::ObjectTooLarge(message.clone())),
+        _ => Ok(()),
+    }
+}
+
+/// Recent latencies of mints at other owners, as an exponentially weighted moving average,
+/// and the patience a write grants a minting owner before it mints at the next one.
+#[derive(Debug, Default)]
+pub(crate) struct MintLatency {
+    /// The average in microseconds; 0 until the first mint.
+    average_us: std::sync::atomic::AtomicU64,
+}
+
+/// The least patience: well above a mint's latency on a loaded node, so that a slow
+/// answer rarely turns into a second mint.
+const MIN_PATIENCE: std::time::Duration = std::time::Duration::from_millis(250);
+/// The most patience: a stalled owner costs a write at most this much.
+const MAX_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+/// Patience in multiples of the average mint latency.
+const PATIENCE_FACTOR: u32 = 20;
+
+impl MintLatency {
+    /// Counts one mint that took `took`.
+    pub(crate) fn record(&self, took: std::time::Duration) {
+        use std::sync::atomic::Ordering;
+        let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        // Racing updates may drop a sample; an average needs no more.
+        let old = self.average_us.load(Ordering::Relaxed);
+        self.average_us
+            .store(next_average(old, sample), Ordering::Relaxed);
+    }
+
+    /// How long a write waits for a minting owner before it tries the next one.
+    pub(crate) fn patience(&self) -> std::time::Duration {
+        patience_for(self.average_us.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+/// The average after one more sample: weight 1/8 for the sample; the first sample is the
+/// average.
+fn next_average(old_us: u64, sample_us: u64) -> u64 {
+    if old_us == 0 {
+        sample_us.max(1)
+    } else {
+        (old_us.saturating_mul(7).saturating_add(sample_us) / 8).max(1)
+    }
+}
+
+/// [`PATIENCE_FACTOR`] times the average, within [`MIN_PATIENCE`] and [`MAX_PATIENCE`].
+fn patience_for(average_us: u64) -> std::time::Duration {
+    std::time::Duration::from_micros(average_us.saturating_mul(u64::from(PATIENCE_FACTOR)))
+        .clamp(MIN_PATIENCE, MAX_PATIENCE)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn patience_follows_the_average_within_its_bounds() {
+        assert_eq!(patience_for(0), MIN_PATIENCE);
+        assert_eq!(patience_for(1_000), MIN_PATIENCE);
+        assert_eq!(patience_for(50_000), Duration::from_secs(1));
+        assert_eq!(patience_for(u64::MAX), MAX_PATIENCE);
+    }
+
+    #[test]
+    fn the_average_weighs_a_new_sample_by_an_eighth() {
+        assert_eq!(next_average(0, 800), 800);
+        assert_eq!(next_average(800, 1_600), 900);
+        assert_eq!(next_average(800, 0), 700);
+        assert_eq!(next_average(1, 0), 1, "never back to unknown");
+        let latency = MintLatency::default();
+        latency.record(Duration::from_millis(100));
+        assert_eq!(latency.patience(), MAX_PATIENCE);
+    }
+
+    #[test]
+    fn a_refusal_for_what_the_write_is_ends_the_write_with_its_reason() {
+        let refused = Response::Error {
+            kind: RemoteErrorKind::TooManySiblings,
+            message: "the key holds 100 siblings, the most it may; write with a context that \
+                      resolves some"
+                .into(),
+        };
+        match refused_as_written(&refused) {
+            Err(CoordinatorError::TooManySiblings { count, .. }) => assert_eq!(count, Some(100)),
+            other => panic!("{other:?}"),
+        }
+        let storage = Response::Error {
+            kind: RemoteErrorKind::Storage,
+            message: "disk".into(),
+        };
+        assert!(refused_as_written(&storage).is_ok());
     }
 }

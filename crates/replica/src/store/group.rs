@@ -131,8 +131,8 @@ impl Store {
     /// may lose them until the next [`Store::sync_wal`]. It lets a caller under
     /// [`SyncPolicy::Always`] overlap the fsync with other work, such as sending a
     /// minted version to the other replicas, and acknowledge only after the sync. A
-    /// store closed without its clean-close mark takes a new actor at the next open
-    /// (see [`Store::open`]), so a dot minted here and lost can never be minted again.
+    /// store takes a new actor at every open (see [`Store::open`]), so a dot minted here
+    /// and lost can never be minted again.
     ///
     /// # Errors
     /// As [`Store::write_group`]; under [`Wait::Never`] it may run whatever the policy.
@@ -231,12 +231,12 @@ impl Store {
             };
             match write {
                 GroupWrite::Coordinate { context, value, .. } => {
-                    match object.update(self.actor, context, (*value).clone()) {
+                    match self.mint(object, context, (*value).clone()) {
                         Ok(_) => {
                             slot.dirty = true;
                             results[i] = Some(Ok(object.clone()));
                         }
-                        Err(error) => results[i] = Some(Err(StoreError::Version(error))),
+                        Err(error) => results[i] = Some(Err(error)),
                     }
                 }
                 GroupWrite::Merge {

@@ -14,8 +14,11 @@
 //! 5. key bytes.
 //!
 //! Value layout:
-//! 1. creation time, milliseconds since the Unix epoch, `u64` big-endian (the age bound
-//!    counts from the first write the hint holds);
+//! 1. the time of the newest write merged into the hint, milliseconds since the Unix
+//!    epoch, `u64` big-endian: the age bound counts from it, so a write merged into an old
+//!    hint gets the whole TTL to be delivered, not what was left of the first write's
+//!    (the older writes it holds are then delivered late rather than dropped; anything
+//!    that superseded them since is in the merged state too);
 //! 2. the object as a record (format version, CRC32, payload; see the codec).
 //!
 //! A second hint for the same owner and key merges into the first (the same join as
@@ -42,7 +45,7 @@ pub struct Hint {
     pub key: Vec<u8>,
     /// What the owner missed.
     pub object: VersionedObject,
-    /// When the hint was first written, milliseconds since the Unix epoch.
+    /// When the newest write in the hint was merged, milliseconds since the Unix epoch.
     pub created_millis: u64,
 }
 
@@ -75,7 +78,7 @@ impl Store {
         let _guard = self.lock_key(&hint_key);
         let existing = self.read_hint(&hint_key);
         let (mut merged, created) = match existing {
-            Some(Ok((created, object))) => (object, created),
+            Some(Ok((_, object))) => (object, now_millis()),
             Some(Err(error)) => {
                 tracing::warn!(%error, "replacing an unreadable hint");
                 (VersionedObject::new(), now_millis())
@@ -431,5 +434,34 @@ mod tests {
             1
         );
         assert_eq!(store.hint_count(), 0);
+    }
+
+    #[test]
+    fn a_write_merged_into_an_old_hint_gets_the_whole_age_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        store
+            .store_hint("o", b"b", b"k", &object("old"), 10)
+            .unwrap()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        store
+            .store_hint("o", b"b", b"k", &object("new"), 10)
+            .unwrap()
+            .unwrap();
+        // Older than the bound counted from the first write, not from the newest.
+        assert_eq!(
+            store
+                .drop_expired_hints(Duration::from_millis(200))
+                .unwrap(),
+            0
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(
+            store
+                .drop_expired_hints(Duration::from_millis(200))
+                .unwrap(),
+            1
+        );
     }
 }

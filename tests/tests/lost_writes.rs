@@ -1,0 +1,329 @@
+//! The paths where Dynamo-style stores have lost acknowledged writes or silently replaced
+//! concurrent ones (Riak's KV679 and its relatives), each replayed through the HTTP API
+//! against real processes: a write answer's context, a write after a tombstone was
+//! reaped, a node restored from a copy of its data directory.
+
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with its location
+
+use std::path::Path;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use quorumkv_tests::{context_of, siblings_of, Cluster};
+use reqwest::StatusCode;
+
+/// Reads `bucket`/`key` at `r=3` through every node and asserts the live values.
+fn assert_everywhere(cluster: &Cluster, bucket: &str, key: &[u8], expected: &[&[u8]]) {
+    for node in 0..cluster.nodes.len() {
+        let read = cluster.get(node, bucket, key, "r=3");
+        let values = match read.status() {
+            StatusCode::OK => vec![read.bytes().unwrap().to_vec()],
+            StatusCode::MULTIPLE_CHOICES => siblings_of(read),
+            StatusCode::NOT_FOUND => Vec::new(),
+            other => panic!("read through node {node} answered {other}"),
+        };
+        let mut expected: Vec<Vec<u8>> = expected.iter().map(|v| v.to_vec()).collect();
+        expected.sort();
+        assert_eq!(values, expected, "read through node {node}");
+    }
+}
+
+/// Polls `done` every 100 ms until it holds; panics naming `what` after `limit`.
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        sleep(Duration::from_millis(100));
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Client Y writes blindly; client X writes blindly, then again with the context its own
+/// write answered. X never read Y's value, so Y's value must survive X's second write as a
+/// sibling: the answer to a write covers what its writer saw and its own version, nothing
+/// else. Played with every write through one node (one minting replica, whose clock covers
+/// both blind writes) and with each write through another node.
+#[test]
+fn a_write_answer_never_covers_a_sibling_its_writer_did_not_see() {
+    let cluster = Cluster::start(3);
+    for (key, through) in [
+        (b"same-node".as_slice(), [0, 0, 0]),
+        (b"each-node", [0, 1, 2]),
+    ] {
+        let put = |node: usize, value: &[u8], context: Option<&str>| {
+            let answer = cluster.put(node, "answers", key, value, "w=3", context);
+            assert_eq!(answer.status(), StatusCode::NO_CONTENT);
+            context_of(&answer).unwrap()
+        };
+        put(through[0], b"y", None);
+        let x = put(through[1], b"x", None);
+        let x2 = put(through[2], b"x2", Some(&x));
+        assert_everywhere(&cluster, "answers", key, &[b"y", b"x2"]);
+
+        // A chain of writes, each with the previous answer, keeps replacing X's own value.
+        let x3 = put(through[1], b"x3", Some(&x2));
+        assert_everywhere(&cluster, "answers", key, &[b"y", b"x3"]);
+
+        // A writer that read both resolves them.
+        let read = cluster.get(through[0], "answers", key, "r=3");
+        assert_eq!(read.status(), StatusCode::MULTIPLE_CHOICES);
+        put(through[2], b"merged", context_of(&read).as_deref());
+        assert_everywhere(&cluster, "answers", key, &[b"merged"]);
+        // The stale answer of X's third write supersedes nothing written since.
+        put(through[0], b"late", Some(&x3));
+        assert_everywhere(&cluster, "answers", key, &[b"merged", b"late"]);
+    }
+}
+
+/// Riak's KV679, the tombstone variant. Node 1 reaps a tombstone soon (a short grace);
+/// nodes 2 and 3 keep theirs (their grace is long, and they play a lost reap request). A
+/// new write of the key through node 1 must not take a dot that their clocks still cover,
+/// or they drop it as already seen while acknowledging it. And a client holding a context
+/// from before the delete must not silently replace the value written after the reap.
+#[test]
+fn a_write_after_a_reap_is_not_dropped_by_replicas_that_still_hold_the_tombstone() {
+    let cluster = Cluster::start_each(3, |i| {
+        let mut args = vec![
+            "--anti-entropy-interval-ms",
+            "0",
+            "--read-repair",
+            "false",
+            "--fault-injection",
+        ];
+        if i == 0 {
+            args.extend(["--tombstone-grace-secs", "1", "--hint-ttl-secs", "1"]);
+        }
+        args.into_iter().map(str::to_string).collect()
+    });
+    for node in [1, 2] {
+        let planted = cluster
+            .http()
+            .put(format!("{}/internal/v1/fault/replica", cluster.url(node)))
+            .json(&serde_json::json!({ "fault": "ignore-reap-requests" }))
+            .send()
+            .unwrap();
+        assert_eq!(planted.status(), StatusCode::NO_CONTENT);
+    }
+    let put = cluster.put(0, "reaped", b"k", b"v1", "w=3", None);
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    let before_delete = context_of(&cluster.get(0, "reaped", b"k", "r=3")).unwrap();
+    let delete = cluster.delete(0, "reaped", b"k", "w=3", Some(&before_delete));
+    assert_eq!(delete.status(), StatusCode::NO_CONTENT);
+    wait_until(
+        "node 1 reaps the tombstone",
+        Duration::from_secs(30),
+        || cluster.metric(0, "quorumkv_tombstones_reaped_total", "") >= 1.0,
+    );
+    // Nodes 2 and 3 still hold it (a context, no value).
+    assert_eq!(cluster.local_values(1, "reaped", b"k"), None);
+    assert!(context_of(&cluster.get(1, "reaped", b"k", "local=true")).is_some());
+
+    let again = cluster.put(0, "reaped", b"k", b"v2", "w=2", None);
+    assert_eq!(again.status(), StatusCode::NO_CONTENT);
+    wait_until("every owner holds v2", Duration::from_secs(10), || {
+        (0..3).all(|i| cluster.local_values(i, "reaped", b"k") == Some(vec![b"v2".to_vec()]))
+    });
+    assert_everywhere(&cluster, "reaped", b"k", &[b"v2"]);
+
+    let stale = cluster.put(1, "reaped", b"k", b"v3", "w=3", Some(&before_delete));
+    assert_eq!(stale.status(), StatusCode::NO_CONTENT);
+    assert_everywhere(&cluster, "reaped", b"k", &[b"v2", b"v3"]);
+}
+
+/// A node's data directory is copied while it is stopped cleanly, the node runs on and
+/// takes a write, and is then restored from the copy. The restored node must not mint the
+/// dots it minted after the copy again: both blind writes stay readable everywhere.
+#[test]
+fn a_node_restored_from_a_copy_of_its_data_directory_loses_no_write() {
+    let mut cluster = Cluster::start(3);
+    let backup = tempfile::TempDir::new().unwrap();
+    let copy = backup.path().join("node1");
+    assert!(cluster.terminate(0).success());
+    copy_dir(cluster.nodes[0].data_dir(), &copy);
+    cluster.restart(0);
+
+    let put = cluster.put(0, "restore", b"k", b"after-the-copy", "w=3", None);
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    assert!(cluster.terminate(0).success());
+    std::fs::remove_dir_all(cluster.nodes[0].data_dir()).unwrap();
+    copy_dir(&copy, cluster.nodes[0].data_dir());
+    cluster.restart(0);
+
+    let put = cluster.put(0, "restore", b"k", b"after-the-restore", "w=3", None);
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    assert_everywhere(
+        &cluster,
+        "restore",
+        b"k",
+        &[b"after-the-copy", b"after-the-restore"],
+    );
+}
+
+/// A key holds at most `--max-siblings` siblings (100 by default): the 101st blind write is
+/// refused with 409 `too_many_siblings` and the count, nothing is stored, and the 100
+/// earlier writes stay readable; a write with a read's context resolves them.
+#[test]
+fn the_101st_blind_write_to_one_key_is_refused_and_the_100_before_it_stay() {
+    let cluster = Cluster::start(3);
+    let mut written: Vec<Vec<u8>> = Vec::new();
+    for i in 0..100 {
+        let value = format!("v{i:03}").into_bytes();
+        let put = cluster.put(i % 3, "siblings", b"k", &value, "w=3", None);
+        assert_eq!(put.status(), StatusCode::NO_CONTENT, "write {i}");
+        written.push(value);
+    }
+    let refused = cluster.put(1, "siblings", b"k", b"one-too-many", "w=3", None);
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    let body: serde_json::Value = refused.json().unwrap();
+    assert_eq!(body["error"], "too_many_siblings", "{body}");
+    assert_eq!(body["count"], 100, "{body}");
+    let read = cluster.get(2, "siblings", b"k", "r=3");
+    assert_eq!(read.status(), StatusCode::MULTIPLE_CHOICES);
+    let context = context_of(&read).unwrap();
+    assert_eq!(siblings_of(read), written);
+
+    let resolved = cluster.put(0, "siblings", b"k", b"resolved", "w=3", Some(&context));
+    assert_eq!(resolved.status(), StatusCode::NO_CONTENT);
+    assert_everywhere(&cluster, "siblings", b"k", &[b"resolved"]);
+}
+
+/// A key's record is bounded by `--max-object-bytes`: a blind write that would pass it is
+/// refused with 413 `object_too_large` and stores nothing; a write that replaces the
+/// siblings it saw fits again.
+#[test]
+fn a_write_that_would_pass_the_record_limit_is_refused_and_stores_nothing() {
+    let cluster = Cluster::start_with(
+        3,
+        &["--max-value-bytes", "1000", "--max-object-bytes", "2000"],
+    );
+    let value = |tag: u8| vec![tag; 900];
+    for tag in [b'a', b'b'] {
+        let put = cluster.put(0, "large", b"k", &value(tag), "w=3", None);
+        assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    }
+    let refused = cluster.put(1, "large", b"k", &value(b'c'), "w=3", None);
+    assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: serde_json::Value = refused.json().unwrap();
+    assert_eq!(body["error"], "object_too_large", "{body}");
+    let a = value(b'a');
+    let b = value(b'b');
+    assert_everywhere(&cluster, "large", b"k", &[&a, &b]);
+
+    let context = context_of(&cluster.get(0, "large", b"k", "r=3")).unwrap();
+    let c = value(b'c');
+    let put = cluster.put(2, "large", b"k", &c, "w=3", Some(&context));
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    assert_everywhere(&cluster, "large", b"k", &[&c]);
+}
+
+/// With anti-entropy running, a tombstone every owner agreed to reap is gone from all of
+/// them within the grace plus a cycle, and stays gone. Node 1 has a short grace and reaps
+/// first; nodes 2 and 3 have a longer one. Anti-entropy must not hand the tombstone back to
+/// node 1 from them, which would start its grace again, and again, until theirs ran out.
+#[test]
+fn reaping_converges_on_every_owner_with_anti_entropy_on() {
+    let cluster = Cluster::start_each(3, |i| {
+        let grace = if i == 0 { "1" } else { "8" };
+        [
+            "--tombstone-grace-secs",
+            grace,
+            "--hint-ttl-secs",
+            "1",
+            "--anti-entropy-interval-ms",
+            "500",
+        ]
+        .into_iter()
+        .map(str::to_string)
+        .collect()
+    });
+    let keys: Vec<String> = (0..20).map(|k| format!("k{k}")).collect();
+    for key in &keys {
+        let put = cluster.put(0, "reap", key.as_bytes(), b"v", "w=3", None);
+        assert_eq!(put.status(), StatusCode::NO_CONTENT);
+        let delete = cluster.delete(1, "reap", key.as_bytes(), "w=3", None);
+        assert_eq!(delete.status(), StatusCode::NO_CONTENT);
+    }
+    let gone_everywhere = || {
+        keys.iter().all(|key| {
+            (0..3).all(|node| {
+                let local = cluster.get(node, "reap", key.as_bytes(), "local=true");
+                local.status() == StatusCode::NOT_FOUND && context_of(&local).is_none()
+            })
+        })
+    };
+    // Node 1's grace plus a few rounds: well before nodes 2 and 3 would reap on their own.
+    wait_until(
+        "every owner drops every tombstone",
+        Duration::from_secs(6),
+        gone_everywhere,
+    );
+    let reaped_by_node1 = || cluster.metric(0, "quorumkv_tombstones_reaped_total", "");
+    let settled = reaped_by_node1();
+    // Once per key; a reap request racing an anti-entropy round may cost one more.
+    assert!(
+        settled >= keys.len() as f64 && settled < 2.0 * keys.len() as f64,
+        "node 1 reaped {settled} times for {} keys",
+        keys.len()
+    );
+    // Several anti-entropy cycles later: nothing came back, nothing was reaped again.
+    sleep(Duration::from_secs(3));
+    assert!(gone_everywhere(), "a tombstone came back");
+    assert_eq!(reaped_by_node1(), settled, "tombstones were reaped again");
+}
+
+/// A minting owner that is paused (SIGSTOP) and not yet marked down must not fail writes:
+/// after a short patience the write mints at the next up owner, while `w` replicas are
+/// reachable. Every write through the three live nodes of four succeeds.
+#[test]
+fn a_paused_minting_owner_fails_no_write() {
+    let mut cluster = Cluster::start(4);
+    cluster.pause(3);
+    let mut failed = Vec::new();
+    for i in 0..120 {
+        let key = format!("k{i}");
+        let put = cluster.put(
+            i % 3,
+            "paused",
+            key.as_bytes(),
+            key.as_bytes(),
+            "w=2&timeout_ms=3000",
+            None,
+        );
+        if put.status() != StatusCode::NO_CONTENT {
+            failed.push((key, put.status(), put.text().unwrap_or_default()));
+        }
+    }
+    cluster.resume(3);
+    assert!(
+        failed.is_empty(),
+        "{} writes failed: {failed:?}",
+        failed.len()
+    );
+    // Each write is readable. A paused owner that applied a mint after the write had
+    // moved on holds a second copy of the value: a sibling equal to it, never another one.
+    for i in 0..120 {
+        let key = format!("k{i}");
+        let read = cluster.get(i % 3, "paused", key.as_bytes(), "r=2");
+        let values = match read.status() {
+            StatusCode::OK => vec![read.bytes().unwrap().to_vec()],
+            StatusCode::MULTIPLE_CHOICES => siblings_of(read),
+            other => panic!("{key}: read answered {other}"),
+        };
+        assert!(
+            !values.is_empty() && values.iter().all(|v| v == key.as_bytes()),
+            "{key}: {values:?}"
+        );
+    }
+}
