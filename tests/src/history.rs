@@ -26,6 +26,13 @@
 //! - **Set workload.** Clients add unique elements to sets kept under a few keys, merging
 //!   siblings client-side (the union) before each add. Every acknowledged add must be in
 //!   the union of the final siblings.
+//! - **Deletes.** A delete is a write of a tombstone, named by a unique id of its own and
+//!   recording what its context covered, like a write; reads never show it. A value a
+//!   delete saw is accounted for (it was deleted on purpose), whatever the delete's
+//!   outcome, since a delete that failed may still have been applied. **No resurrection:**
+//!   a value an *acknowledged* delete saw must not be in the final read: it was deleted by
+//!   a client that had seen it, and only a store that lost the tombstone (reaped too soon,
+//!   or overridden by a stale copy) hands it back.
 //!
 //! What the checkers deliberately do not check: linearizability (the store does not offer
 //! it: two strict-quorum reads concurrent with a write may disagree), and anything about
@@ -65,6 +72,8 @@ pub enum Op {
     Read,
     /// A set add of one unique element.
     Add,
+    /// A register delete (a tombstone), named by a unique id in `value`.
+    Delete,
 }
 
 /// The quorum an operation ran with.
@@ -231,6 +240,10 @@ pub struct Verdict {
     pub false_siblings: Vec<String>,
     /// Acknowledged set adds missing at the end: `key -> elements`.
     pub lost_adds: BTreeMap<String, Vec<String>>,
+    /// Deletes acknowledged.
+    pub acknowledged_deletes: usize,
+    /// Values an acknowledged delete saw that are in the final state: `key -> values`.
+    pub resurrected: BTreeMap<String, Vec<String>>,
 }
 
 impl Verdict {
@@ -240,6 +253,12 @@ impl Verdict {
             && self.stale_reads.is_empty()
             && self.false_siblings.is_empty()
             && self.lost_adds.is_empty()
+            && self.resurrected.is_empty()
+    }
+
+    /// Values deleted by a client that had seen them and back at the end.
+    pub fn resurrected_count(&self) -> usize {
+        self.resurrected.values().map(Vec::len).sum()
     }
 
     /// Lost writes and lost adds.
@@ -251,16 +270,19 @@ impl Verdict {
     /// A one-paragraph summary for test output.
     pub fn summary(&self) -> String {
         format!(
-            "{} operations; {} acknowledged writes, {} indeterminate; {} reads ({} checked for \
-             read-your-writes); lost writes: {}; stale reads: {}; false siblings: {}; verdict: {}",
+            "{} operations; {} acknowledged writes, {} indeterminate; {} acknowledged \
+             deletes; {} reads ({} checked for read-your-writes); lost writes: {}; stale \
+             reads: {}; false siblings: {}; resurrected: {}; verdict: {}",
             self.operations,
             self.acknowledged_writes,
             self.indeterminate_writes,
+            self.acknowledged_deletes,
             self.reads,
             self.ryw_checked_reads,
             self.lost_count(),
             self.stale_reads.len(),
             self.false_siblings.len(),
+            self.resurrected_count(),
             if self.valid() { "valid" } else { "INVALID" },
         )
     }
@@ -320,6 +342,7 @@ pub fn check(
         match (op.invoke.f, op.outcome()) {
             (Op::Write | Op::Add, EventType::Ok) => verdict.acknowledged_writes += 1,
             (Op::Write | Op::Add, _) => verdict.indeterminate_writes += 1,
+            (Op::Delete, EventType::Ok) => verdict.acknowledged_deletes += 1,
             (Op::Read, EventType::Ok) => verdict.reads += 1,
             _ => {}
         }
@@ -328,7 +351,10 @@ pub fn check(
     // The write graph of each register key. A value seen but never written by the
     // history (it cannot happen with unique values) gets no id and is ignored.
     let mut graphs: HashMap<&str, KeyGraph> = HashMap::new();
-    for op in ops.iter().filter(|op| op.invoke.f == Op::Write) {
+    for op in ops
+        .iter()
+        .filter(|op| matches!(op.invoke.f, Op::Write | Op::Delete))
+    {
         let graph = graphs.entry(op.invoke.key.as_str()).or_default();
         let parents = op.invoke.saw.iter().filter_map(|v| graph.id(v)).collect();
         if let Some(value) = &op.invoke.value {
@@ -342,17 +368,48 @@ pub fn check(
         values.filter_map(|v| graph.id(v)).collect()
     };
 
-    // No lost writes: every acknowledged write is reachable from the final values.
-    let accounted: HashMap<&str, BTreeSet<usize>> = final_registers
-        .iter()
-        .map(|(key, values)| {
+    // No lost writes: every acknowledged write is reachable from the final values or from
+    // a delete (which no read shows).
+    let mut deletes: HashMap<&str, Vec<usize>> = HashMap::new();
+    for op in ops.iter().filter(|op| op.invoke.f == Op::Delete) {
+        let key = op.invoke.key.as_str();
+        if let Some(id) = op.invoke.value.as_deref().and_then(|v| graph_of(key).id(v)) {
+            deletes.entry(key).or_default().push(id);
+        }
+    }
+    let no_ids = Vec::new();
+    let keys: BTreeSet<&str> = final_registers
+        .keys()
+        .map(String::as_str)
+        .chain(deletes.keys().copied())
+        .collect();
+    let accounted: HashMap<&str, BTreeSet<usize>> = keys
+        .into_iter()
+        .map(|key| {
             let graph = graph_of(key);
-            (
-                key.as_str(),
-                graph.reachable(ids_of(graph, &mut values.iter()), 0),
-            )
+            let finals = final_registers.get(key).into_iter().flatten();
+            let roots = ids_of(graph, &mut finals.into_iter())
+                .into_iter()
+                .chain(deletes.get(key).unwrap_or(&no_ids).iter().copied());
+            (key, graph.reachable(roots, 0))
         })
         .collect();
+    // No resurrection: nothing an acknowledged delete saw is back at the end.
+    for op in ops
+        .iter()
+        .filter(|op| op.invoke.f == Op::Delete && op.outcome() == EventType::Ok)
+    {
+        let key = op.invoke.key.as_str();
+        if let Some(values) = final_registers.get(key) {
+            for seen in op.invoke.saw.iter().filter(|v| values.contains(*v)) {
+                verdict
+                    .resurrected
+                    .entry(key.to_string())
+                    .or_default()
+                    .push(seen.clone());
+            }
+        }
+    }
     let none = BTreeSet::new();
     for op in ops
         .iter()
@@ -380,13 +437,27 @@ pub fn check(
     let mut steps: Vec<(u64, Step)> = Vec::new();
     for op in &ops {
         match (op.invoke.f, op.outcome(), op.completed_at()) {
-            (Op::Write, EventType::Ok, Some(at)) => steps.push((at, Step::Acked(op))),
+            (Op::Write | Op::Delete, EventType::Ok, Some(at)) => {
+                steps.push((at, Step::Acked(op)));
+            }
             (Op::Read, EventType::Ok, _) => steps.push((op.invoke.time_ns, Step::Read(op))),
             _ => {}
         }
     }
     // At equal times a read does not count a write completing at that instant.
     steps.sort_by_key(|(at, step)| (*at, matches!(step, Step::Acked(_))));
+    // Deletes by key, in invoke order: one that may have been applied (whatever its
+    // outcome) excuses a read that misses what it saw, since no read can show a tombstone.
+    let mut deletes_by_time: HashMap<&str, Vec<(u64, usize)>> = HashMap::new();
+    for op in ops.iter().filter(|op| op.invoke.f == Op::Delete) {
+        let key = op.invoke.key.as_str();
+        if let Some(id) = op.invoke.value.as_deref().and_then(|v| graph_of(key).id(v)) {
+            deletes_by_time
+                .entry(key)
+                .or_default()
+                .push((op.invoke.time_ns, id));
+        }
+    }
     let mut frontiers: HashMap<&str, Vec<(usize, &Operation)>> = HashMap::new();
     for (_, step) in steps {
         match step {
@@ -400,6 +471,11 @@ pub fn check(
                 let floor = frontier.iter().map(|(f, _)| *f).min().unwrap_or(id);
                 let below = graph.reachable([id], floor);
                 frontier.retain(|(f, _)| !below.contains(f) || *f == id);
+                if write.invoke.f == Op::Delete {
+                    // A later read need not show what it deleted, and cannot show it.
+                    frontier.retain(|(f, _)| *f != id);
+                    continue;
+                }
                 let above = graph.reachable(frontier.iter().map(|(f, _)| *f), id);
                 if !above.contains(&id) {
                     frontier.push((id, write));
@@ -425,7 +501,15 @@ pub fn check(
                 if !required.is_empty() {
                     verdict.ryw_checked_reads += 1;
                     let floor = required.iter().map(|(f, _)| *f).min().unwrap_or(0);
-                    let covered = graph.reachable(returned_ids.iter().copied(), floor);
+                    let read_done = read.completed_at().unwrap_or(u64::MAX);
+                    let deleted = deletes_by_time
+                        .get(key)
+                        .into_iter()
+                        .flatten()
+                        .filter(|(at, _)| *at < read_done)
+                        .map(|(_, id)| *id);
+                    let covered =
+                        graph.reachable(returned_ids.iter().copied().chain(deleted), floor);
                     let missing: Vec<&str> = required
                         .iter()
                         .filter(|(f, _)| !covered.contains(f))
@@ -577,6 +661,71 @@ mod tests {
             .iter()
             .map(|(k, vs)| (k.to_string(), vs.iter().map(|v| v.to_string()).collect()))
             .collect()
+    }
+
+    impl H {
+        fn delete(&mut self, p: usize, key: &str, id: &str, saw: &[&str], kind: EventType) {
+            let e = self.push(p, EventType::Invoke, Op::Delete, key);
+            e.value = Some(id.into());
+            e.saw = saw.iter().map(|s| s.to_string()).collect();
+            self.complete(p, kind, Op::Delete, key);
+        }
+    }
+
+    #[test]
+    fn a_deleted_value_is_accounted_for_and_a_read_after_the_delete_may_find_nothing() {
+        let mut h = H::default();
+        h.write(1, "k", "a", &[], EventType::Ok);
+        h.delete(2, "k", "d1", &["a"], EventType::Ok);
+        h.read(1, "k", STRICT, &[]);
+        // Recreated after the delete, without having read it: blind.
+        h.write(3, "k", "b", &[], EventType::Ok);
+        let verdict = check(&h.events, &state(&[("k", &["b"])]), &state(&[]), N3);
+        assert!(verdict.valid(), "{verdict:?}");
+        assert_eq!(verdict.acknowledged_deletes, 1);
+        // And with nothing at the end at all.
+        let mut h = H::default();
+        h.write(1, "k", "a", &[], EventType::Ok);
+        h.delete(2, "k", "d1", &["a"], EventType::Fail);
+        let verdict = check(&h.events, &state(&[("k", &[])]), &state(&[]), N3);
+        assert!(
+            verdict.valid(),
+            "a failed delete may have been applied: {verdict:?}"
+        );
+    }
+
+    #[test]
+    fn a_read_that_misses_what_a_failed_delete_saw_is_not_stale() {
+        let mut h = H::default();
+        h.write(1, "k", "a", &[], EventType::Ok);
+        h.delete(2, "k", "d1", &["a"], EventType::Fail);
+        h.read(3, "k", STRICT, &[]);
+        let verdict = check(&h.events, &state(&[("k", &[])]), &state(&[]), N3);
+        assert!(verdict.valid(), "{verdict:?}");
+        // Without the delete, the same read is stale.
+        let mut h = H::default();
+        h.write(1, "k", "a", &[], EventType::Ok);
+        h.read(3, "k", STRICT, &[]);
+        let verdict = check(&h.events, &state(&[("k", &["a"])]), &state(&[]), N3);
+        assert_eq!(verdict.stale_reads.len(), 1, "{verdict:?}");
+    }
+
+    #[test]
+    fn a_value_an_acknowledged_delete_saw_is_resurrected_if_it_comes_back() {
+        let mut h = H::default();
+        h.write(1, "k", "a", &[], EventType::Ok);
+        h.delete(2, "k", "d1", &["a"], EventType::Ok);
+        h.write(3, "k", "b", &[], EventType::Ok);
+        let verdict = check(&h.events, &state(&[("k", &["a", "b"])]), &state(&[]), N3);
+        assert!(!verdict.valid());
+        assert_eq!(verdict.resurrected.get("k"), Some(&vec!["a".to_string()]));
+        assert!(verdict.summary().contains("resurrected: 1"));
+        // A delete that was never acknowledged promised nothing.
+        let mut h = H::default();
+        h.write(1, "k", "a", &[], EventType::Ok);
+        h.delete(2, "k", "d1", &["a"], EventType::Unknown);
+        let verdict = check(&h.events, &state(&[("k", &["a"])]), &state(&[]), N3);
+        assert!(verdict.valid(), "{verdict:?}");
     }
 
     #[test]

@@ -58,6 +58,9 @@ pub struct Workload {
     pub targets: Vec<usize>,
     /// The operation mix.
     pub mix: Mix,
+    /// How long each client waits between two operations (none by default): a slower
+    /// pace leaves keys untouched long enough for their tombstones to be reaped.
+    pub think: Duration,
     /// Seed of the clients' choices.
     pub seed: u64,
 }
@@ -74,6 +77,9 @@ pub struct Mix {
     /// Register writes with the context the client's own last acknowledged write of the
     /// key was answered with (a blind write when it has none yet).
     pub reuse_answer: u8,
+    /// Register deletes with a read's context (a read, then a delete); the writes after
+    /// them recreate the key.
+    pub delete: u8,
 }
 
 impl Mix {
@@ -83,6 +89,7 @@ impl Mix {
         read: 25,
         read_modify_write: 30,
         reuse_answer: 15,
+        delete: 0,
     };
     /// Register reads only.
     pub const READS: Self = Self {
@@ -90,6 +97,7 @@ impl Mix {
         read: 100,
         read_modify_write: 0,
         reuse_answer: 0,
+        delete: 0,
     };
     /// Writes with their own last answer's context against blind writes (siblings the
     /// context-reusing writers never saw), with read-modify-writes that resolve them now
@@ -99,6 +107,16 @@ impl Mix {
         read: 10,
         read_modify_write: 25,
         reuse_answer: 45,
+        delete: 0,
+    };
+    /// Deletes and recreations: reads, read-modify-writes, context-reusing writes, deletes
+    /// with a read's context and blind writes, in equal measure.
+    pub const DELETES: Self = Self {
+        add: 0,
+        read: 20,
+        read_modify_write: 20,
+        reuse_answer: 20,
+        delete: 20,
     };
 }
 
@@ -123,6 +141,7 @@ impl Workload {
             request_timeout: Duration::from_secs(2),
             targets: Vec::new(),
             mix: Mix::MIXED,
+            think: Duration::ZERO,
             seed,
         }
     }
@@ -218,11 +237,16 @@ impl Worker {
                 } else if dice < mix.read + mix.read_modify_write + mix.reuse_answer {
                     let (context, saw) = self.answers.get(&key).cloned().unzip();
                     self.write(node, &key, context, saw.unwrap_or_default());
+                } else if dice < mix.read + mix.read_modify_write + mix.reuse_answer + mix.delete {
+                    self.read_delete(node, &key);
                 } else {
                     self.write(node, &key, None, Vec::new());
                 }
             }
             ops += 1;
+            if !self.workload.think.is_zero() {
+                sleep(self.workload.think);
+            }
         }
         ops
     }
@@ -311,6 +335,30 @@ impl Worker {
         }
     }
 
+    /// A read, then a delete with its context: one operation in the history for each.
+    fn read_delete(&mut self, node: usize, key: &str) {
+        let Answer::Values(values, context) = self.read(node, key) else {
+            return;
+        };
+        // A delete without a context would cover whatever the owners hold when it runs,
+        // not what this client saw: only what was read is deleted.
+        if values.is_empty() || context.is_none() {
+            return;
+        }
+        let id = format!("del-{}", self.unique_value());
+        let mut invoke = self.event(EventType::Invoke, Op::Delete, key, node);
+        invoke.value = Some(id.clone());
+        invoke.saw = values
+            .iter()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        self.recorder.record(invoke);
+        let answer = self.delete(node, key, context.as_deref());
+        self.complete(Op::Delete, key, node, Some(id), &answer);
+        // A delete answers with a context too, but the next writes here start over.
+        self.answers.remove(key);
+    }
+
     /// A set add: read the set's siblings, union them, add a unique element, write back
     /// with the read's context. One operation in the history.
     fn add(&mut self, node: usize, key: &str) {
@@ -358,6 +406,24 @@ impl Worker {
         read_answer(sent)
     }
 
+    fn delete(&self, node: usize, key: &str, context: Option<&str>) -> Answer {
+        let q = self.workload.write;
+        let query = format!(
+            "w={}&sloppy={}&timeout_ms={}",
+            q.size,
+            q.sloppy,
+            self.workload.request_timeout.as_millis()
+        );
+        let mut request = self
+            .http
+            .delete(self.url(node, key, &query))
+            .timeout(self.workload.request_timeout + Duration::from_secs(1));
+        if let Some(context) = context {
+            request = request.header(CONTEXT, context);
+        }
+        written(request.send())
+    }
+
     fn put(&self, node: usize, key: &str, body: Vec<u8>, context: Option<&str>) -> Answer {
         let q = self.workload.write;
         let query = format!(
@@ -375,17 +441,22 @@ impl Worker {
         if let Some(context) = context {
             request = request.header(CONTEXT, context);
         }
-        match request.send() {
-            Ok(response) if response.status().is_success() => Answer::Written(
-                response
-                    .headers()
-                    .get(CONTEXT)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string),
-            ),
-            Ok(response) => Answer::Error(error_code(response)),
-            Err(e) => Answer::Lost(e.to_string()),
-        }
+        written(request.send())
+    }
+}
+
+/// What a write or a delete got back.
+fn written(sent: reqwest::Result<reqwest::blocking::Response>) -> Answer {
+    match sent {
+        Ok(response) if response.status().is_success() => Answer::Written(
+            response
+                .headers()
+                .get(CONTEXT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        ),
+        Ok(response) => Answer::Error(error_code(response)),
+        Err(e) => Answer::Lost(e.to_string()),
     }
 }
 

@@ -67,8 +67,8 @@ pub struct Partition {
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlantedFault {
-    /// `none`, `ack-without-storing`, `last-write-wins`, `whole-clock-answers` or
-    /// `ignore-reap-requests`.
+    /// `none`, `ack-without-storing`, `last-write-wins`, `whole-clock-answers`,
+    /// `ignore-reap-requests` or `reap-without-agreement`.
     pub fault: ReplicaFault,
 }
 

@@ -378,7 +378,12 @@ fn execute(store: &Store, request: Request, max_hints: u64) -> Response {
             object,
         } => store
             .remove_if_unchanged(&bucket, &key, &object)
-            .map(|_| Response::Ack),
+            .map(|removed| {
+                if removed {
+                    metrics::counter!("quorumkv_tombstones_reaped_total").increment(1);
+                }
+                Response::Ack
+            }),
         Request::GetHint { owner, bucket, key } => store
             .get_hint(owner.as_str(), &bucket, &key)
             .map(Response::Object),

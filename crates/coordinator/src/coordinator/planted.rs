@@ -19,6 +19,9 @@
 //!   to reap a tombstone without reaping it, as when that request is lost: the state in
 //!   which one owner has forgotten a key whose tombstone the others still hold, where a
 //!   replica that counted its dots per key would mint dots the others already cover.
+//! - [`ReplicaFault::ReapWithoutAgreement`]: the reaper removes a tombstone once its grace
+//!   has passed without asking the other owners whether they hold it: an owner that
+//!   missed the delete then hands the deleted value back (a resurrection).
 //!
 //! The switch is set through a route that exists only on a node started with
 //! `--fault-injection`; a production node has no way to turn it on.
@@ -46,6 +49,8 @@ pub enum ReplicaFault {
     WholeClockAnswers,
     /// Acknowledge requests to reap a tombstone without reaping it.
     IgnoreReapRequests,
+    /// Reap tombstones without asking the other owners.
+    ReapWithoutAgreement,
 }
 
 impl ReplicaFault {
@@ -56,6 +61,7 @@ impl ReplicaFault {
             Self::LastWriteWins => 2,
             Self::WholeClockAnswers => 3,
             Self::IgnoreReapRequests => 4,
+            Self::ReapWithoutAgreement => 5,
         }
     }
 
@@ -65,6 +71,7 @@ impl ReplicaFault {
             2 => Self::LastWriteWins,
             3 => Self::WholeClockAnswers,
             4 => Self::IgnoreReapRequests,
+            5 => Self::ReapWithoutAgreement,
             _ => Self::None,
         }
     }

@@ -128,6 +128,9 @@ impl Coordinator {
             .into_iter()
             .filter(|owner| *owner != self.node)
             .collect();
+        if self.planted.get() == super::planted::ReplicaFault::ReapWithoutAgreement {
+            return Some(others);
+        }
         let deadline = tokio::time::Instant::now() + VERIFY_TIMEOUT;
         let sends = others
             .iter()
