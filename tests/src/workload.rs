@@ -407,17 +407,28 @@ impl Worker {
     }
 
     fn delete(&self, node: usize, key: &str, context: Option<&str>) -> Answer {
+        let request = self.http.delete(self.url(node, key, &self.write_query()));
+        self.send_write(request, context)
+    }
+
+    /// The query of a write or a delete: the workload's write quorum and timeout.
+    fn write_query(&self) -> String {
         let q = self.workload.write;
-        let query = format!(
+        format!(
             "w={}&sloppy={}&timeout_ms={}",
             q.size,
             q.sloppy,
             self.workload.request_timeout.as_millis()
-        );
-        let mut request = self
-            .http
-            .delete(self.url(node, key, &query))
-            .timeout(self.workload.request_timeout + Duration::from_secs(1));
+        )
+    }
+
+    /// Sends a write or a delete with the client's timeout and `context`.
+    fn send_write(
+        &self,
+        request: reqwest::blocking::RequestBuilder,
+        context: Option<&str>,
+    ) -> Answer {
+        let mut request = request.timeout(self.workload.request_timeout + Duration::from_secs(1));
         if let Some(context) = context {
             request = request.header(CONTEXT, context);
         }
@@ -425,23 +436,12 @@ impl Worker {
     }
 
     fn put(&self, node: usize, key: &str, body: Vec<u8>, context: Option<&str>) -> Answer {
-        let q = self.workload.write;
-        let query = format!(
-            "w={}&sloppy={}&timeout_ms={}",
-            q.size,
-            q.sloppy,
-            self.workload.request_timeout.as_millis()
-        );
-        let mut request = self
+        let request = self
             .http
-            .put(self.url(node, key, &query))
+            .put(self.url(node, key, &self.write_query()))
             .header("content-type", "application/octet-stream")
-            .timeout(self.workload.request_timeout + Duration::from_secs(1))
             .body(body);
-        if let Some(context) = context {
-            request = request.header(CONTEXT, context);
-        }
-        written(request.send())
+        self.send_write(request, context)
     }
 }
 

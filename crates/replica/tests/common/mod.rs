@@ -177,32 +177,21 @@ pub fn run_answering(n: usize, ops: &[Op], answers: Answers) -> Result<History, 
                     &mut contexts,
                     &mut superseded,
                     answers,
-                    *replica,
-                    held,
+                    (*replica, held),
                     value,
                 )?;
             }
-            Op::WriteLatest { replica, value } => {
-                let held = contexts.last().cloned().unwrap_or_default();
+            Op::WriteLatest { replica, value } | Op::WriteBlind { replica, value } => {
+                let held = match op {
+                    Op::WriteLatest { .. } => contexts.last().cloned().unwrap_or_default(),
+                    _ => Held::default(),
+                };
                 write(
                     &mut h,
                     &mut contexts,
                     &mut superseded,
                     answers,
-                    *replica,
-                    held,
-                    value,
-                )?;
-            }
-            Op::WriteBlind { replica, value } => {
-                let held = Held::default();
-                write(
-                    &mut h,
-                    &mut contexts,
-                    &mut superseded,
-                    answers,
-                    *replica,
-                    held,
+                    (*replica, held),
                     value,
                 )?;
             }
@@ -225,8 +214,7 @@ fn write(
     contexts: &mut Vec<Held>,
     superseded: &mut BTreeSet<Dot>,
     answers: Answers,
-    replica: usize,
-    held: Held,
+    (replica, held): (usize, Held),
     value: &Option<Vec<u8>>,
 ) -> Result<(), TestCaseError> {
     let context = held.context.clone();
