@@ -99,7 +99,9 @@ impl Coordinator {
                         break;
                     }
                     other => {
-                        refused_as_written(&other)?;
+                        if let Response::Error { kind, message } = &other {
+                            refused_as_written(*kind, message)?;
+                        }
                         failures.push(unexpected(candidate.clone(), &other));
                         continue;
                     }
@@ -126,10 +128,7 @@ impl Coordinator {
                     break;
                 }
                 Ok(Response::Error { kind, message }) => {
-                    refused_as_written(&Response::Error {
-                        kind,
-                        message: message.clone(),
-                    })?;
+                    refused_as_written(kind, &message)?;
                     failures.push(ReplicaFailure {
                         node: candidate.clone(),
                         reason: format!("{kind:?}: {message}"),
@@ -410,24 +409,20 @@ impl Coordinator {
 /// A mint refused for what the write itself is (too many siblings, too large a record):
 /// another owner holds the same key and would refuse it too, so the client hears why at
 /// once instead of a quorum failure.
-fn refused_as_written(answer: &Response) -> Result<(), CoordinatorError> {
-    match answer {
-        Response::Error {
-            kind: RemoteErrorKind::TooManySiblings,
-            message,
-        } => Err(CoordinatorError::TooManySiblings {
+fn refused_as_written(kind: RemoteErrorKind, message: &str) -> Result<(), CoordinatorError> {
+    match kind {
+        RemoteErrorKind::TooManySiblings => Err(CoordinatorError::TooManySiblings {
             // The replica's message starts "the key holds N siblings" (`StoreError`'s
             // wording): the count travels in it, as the error kind carries no fields.
             count: message
                 .split_whitespace()
                 .nth(3)
                 .and_then(|n| n.parse().ok()),
-            message: message.clone(),
+            message: message.to_string(),
         }),
-        Response::Error {
-            kind: RemoteErrorKind::ObjectTooLarge,
-            message,
-        } => Err(CoordinatorError::ObjectTooLarge(message.clone())),
+        RemoteErrorKind::ObjectTooLarge => {
+            Err(CoordinatorError::ObjectTooLarge(message.to_string()))
+        }
         _ => Ok(()),
     }
 }
@@ -508,20 +503,12 @@ mod tests {
 
     #[test]
     fn a_refusal_for_what_the_write_is_ends_the_write_with_its_reason() {
-        let refused = Response::Error {
-            kind: RemoteErrorKind::TooManySiblings,
-            message: "the key holds 100 siblings, the most it may; write with a context that \
-                      resolves some"
-                .into(),
-        };
-        match refused_as_written(&refused) {
+        let refused = "the key holds 100 siblings, the most it may; write with a context \
+                       that resolves some";
+        match refused_as_written(RemoteErrorKind::TooManySiblings, refused) {
             Err(CoordinatorError::TooManySiblings { count, .. }) => assert_eq!(count, Some(100)),
             other => panic!("{other:?}"),
         }
-        let storage = Response::Error {
-            kind: RemoteErrorKind::Storage,
-            message: "disk".into(),
-        };
-        assert!(refused_as_written(&storage).is_ok());
+        assert!(refused_as_written(RemoteErrorKind::Storage, "disk").is_ok());
     }
 }
