@@ -166,23 +166,11 @@ pub fn run_answering(n: usize, ops: &[Op], answers: Answers) -> Result<History, 
                 &[&h.replicas[*first], &h.replicas[*second]],
                 &superseded,
             )),
-            Op::Write {
-                replica,
-                context,
-                value,
-            } => {
-                let held = contexts[context.index(contexts.len())].clone();
-                write(
-                    &mut h,
-                    &mut contexts,
-                    &mut superseded,
-                    answers,
-                    (*replica, held),
-                    value,
-                )?;
-            }
-            Op::WriteLatest { replica, value } | Op::WriteBlind { replica, value } => {
+            Op::Write { replica, value, .. }
+            | Op::WriteLatest { replica, value }
+            | Op::WriteBlind { replica, value } => {
                 let held = match op {
+                    Op::Write { context, .. } => contexts[context.index(contexts.len())].clone(),
                     Op::WriteLatest { .. } => contexts.last().cloned().unwrap_or_default(),
                     _ => Held::default(),
                 };
