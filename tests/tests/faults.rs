@@ -431,8 +431,8 @@ fn deletes_and_recreations_with_reaping_lose_nothing_and_resurrect_nothing() {
 
 /// The negative control of the delete workload: owners that reap a tombstone without
 /// asking the others whether they hold it (the planted bug). An owner that missed the
-/// delete while it was isolated, killed or paused hands the deleted value back, and the
-/// checker must report it resurrected.
+/// delete while it was isolated hands the deleted value back, and the checker must report
+/// it resurrected.
 #[test]
 fn the_checker_catches_tombstones_reaped_without_the_owners_agreeing() {
     let mut cluster = Cluster::start_with(3, REAPING_ARGS);
