@@ -82,8 +82,8 @@ pub use error::{CodecError, StoreError, VersionError};
 pub use object::{Sibling, UpdatePreview, Value, VersionedObject};
 #[cfg(feature = "rocksdb-store")]
 pub use store::{
-    ColumnFamilyStats, EngineStats, GroupWrite, Hint, HintRefusal, Store, StoreOptions, SyncPolicy,
-    Tombstone, TombstonePage, Wait, WouldBlock, DEFAULT_BLOCK_CACHE_BYTES,
+    ColumnFamilyStats, Dropped, EngineStats, GroupWrite, Hint, HintRefusal, Store, StoreOptions,
+    SyncPolicy, Tombstone, TombstonePage, Wait, WouldBlock, DEFAULT_BLOCK_CACHE_BYTES,
     DEFAULT_MAX_OBJECT_BYTES, DEFAULT_MAX_SIBLINGS, DEFAULT_MEMTABLE_BUDGET_BYTES,
     MIN_MEMTABLE_BUDGET_BYTES,
 };

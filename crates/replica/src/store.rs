@@ -80,6 +80,7 @@ use crate::object::{Value, VersionedObject};
 use crate::version::{ActorId, Dot, VersionVector};
 
 mod antientropy;
+mod cleanup;
 mod engine;
 mod group;
 mod hints;
@@ -87,6 +88,7 @@ mod legacy;
 mod tombstones;
 
 pub use antientropy::{AAE_SEGMENTS, MAX_PARTITION_BITS};
+pub use cleanup::Dropped;
 pub use engine::{ColumnFamilyStats, EngineStats};
 pub use group::{GroupWrite, Wait, WouldBlock};
 pub use hints::{Hint, HintRefusal};

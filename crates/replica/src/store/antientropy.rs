@@ -109,7 +109,10 @@ pub fn segment_of(hash: u64) -> u8 {
 
 /// Returns the shards of a partition of `partition_bits` bits: a run of whole shards,
 /// since a shard is the top [`SHARD_BITS`] bits of the hash. `None` out of range.
-fn shards_of(partition: u32, partition_bits: u8) -> Option<std::ops::RangeInclusive<u16>> {
+pub(super) fn shards_of(
+    partition: u32,
+    partition_bits: u8,
+) -> Option<std::ops::RangeInclusive<u16>> {
     if partition >= 1u32 << partition_bits {
         return None;
     }
@@ -165,7 +168,7 @@ type PartitionTrees = BTreeMap<Vec<u8>, Tree>;
 
 /// Where a key's digest lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Location {
+pub(super) struct Location {
     partition: u32,
     segment: u8,
 }
@@ -255,7 +258,7 @@ impl HashTrees {
     }
 
     /// The tree location of the key of hash `hash` ([`key_hash`]).
-    fn locate(&self, hash: u64) -> Location {
+    pub(super) fn locate(&self, hash: u64) -> Location {
         Location {
             partition: partition_of(hash, self.partition_bits),
             segment: segment_of(hash),
@@ -271,7 +274,14 @@ impl HashTrees {
 
     /// Replaces a key's leaf: `old` and `new` are its digests before and after a write
     /// (`None`: no record).
-    fn update(&self, at: Location, bucket: &[u8], key: &[u8], old: Option<u64>, new: Option<u64>) {
+    pub(super) fn update(
+        &self,
+        at: Location,
+        bucket: &[u8],
+        key: &[u8],
+        old: Option<u64>,
+        new: Option<u64>,
+    ) {
         if old == new {
             return;
         }
