@@ -563,6 +563,22 @@ impl Cluster {
         );
     }
 
+    /// Plants the replica bug `fault` (a `PUT /internal/v1/fault/replica` name) on node
+    /// `i`, which must run with `--fault-injection`.
+    pub fn plant_fault(&self, i: usize, fault: &str) {
+        let response = self
+            .http
+            .put(format!("{}/internal/v1/fault/replica", self.url(i)))
+            .json(&serde_json::json!({ "fault": fault }))
+            .send()
+            .expect("fault switch");
+        assert_eq!(
+            response.status(),
+            StatusCode::NO_CONTENT,
+            "plant {fault} on node {i}"
+        );
+    }
+
     /// Node `i`'s own copy of `bucket`/`key` (`local=true`): its value, or `None` when
     /// that replica holds no live value; siblings come back as the sorted list.
     pub fn local_values(&self, i: usize, bucket: &str, key: &[u8]) -> Option<Vec<Vec<u8>>> {

@@ -89,6 +89,33 @@ fn without_the_right_token_or_secret_nothing_is_read_or_changed() {
             .unwrap();
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
     }
+    // The routes that change the cluster, too; none of them acts.
+    for path in [
+        "/v1/cluster/leave",
+        "/v1/cluster/remove",
+        "/v1/cluster/cleanup",
+    ] {
+        let response = http
+            .post(format!("{}{path}", cluster.url(2)))
+            .json(&serde_json::json!({ "node": "node1" }))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let view: serde_json::Value = http
+        .get(format!("{}/v1/cluster", cluster.url(2)))
+        .header("authorization", bearer(TOKEN))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let states: Vec<&str> = view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["state"].as_str())
+        .collect();
+    assert_eq!(states, ["active"; 3], "{view}");
     let read = http
         .get(format!("{key_url}?r=3"))
         .header("authorization", bearer(TOKEN))

@@ -129,6 +129,27 @@ fn a_record_limit_below_two_values_is_refused_naming_both_options() {
     );
 }
 
+/// A cleanup delay shorter than the settle time would drop copies that nodes which have not
+/// yet heard of a change still read; 0 (on demand only) is accepted.
+#[test]
+fn a_cleanup_delay_below_the_settle_time_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let stderr = serve_refusal(&[
+        "--node-id",
+        "n1",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--cleanup-delay-secs",
+        "4",
+    ]);
+    assert!(
+        stderr.contains("--cleanup-delay-secs (4) must be 0") && stderr.contains("at least 5"),
+        "{stderr}"
+    );
+}
+
 /// A node whose seeds never answer cannot found a cluster nor join one: it says so within
 /// 10 s, at warning level, naming the flag to change.
 #[test]

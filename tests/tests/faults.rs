@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use quorumkv_tests::history::{check, Promises, Quorum, Recorder, Verdict};
 use quorumkv_tests::workload::{final_state, wait_converged, Fault, Mix, Nemesis, Workload};
 use quorumkv_tests::Cluster;
-use reqwest::StatusCode;
 
 /// Flags of every node of the suite: fault injection for partitions and planted bugs,
 /// and brisk anti-entropy so that convergence after the heal is quick.
@@ -109,16 +108,6 @@ fn judge(
     verdict
 }
 
-fn plant(cluster: &Cluster, node: usize, fault: &str) {
-    let response = cluster
-        .http()
-        .put(format!("{}/internal/v1/fault/replica", cluster.url(node)))
-        .json(&serde_json::json!({ "fault": fault }))
-        .send()
-        .expect("fault switch");
-    assert_eq!(response.status(), StatusCode::NO_CONTENT, "plant {fault}");
-}
-
 #[test]
 fn no_acknowledged_write_is_lost_under_partitions_kills_and_pauses() {
     // Each node a host of its own: partitions are cut in the network, not in the nodes.
@@ -166,7 +155,7 @@ fn no_acknowledged_write_is_lost_under_partitions_kills_and_pauses() {
 fn the_checker_catches_last_write_wins() {
     let mut cluster = Cluster::start_with(3, NODE_ARGS);
     for node in 0..3 {
-        plant(&cluster, node, "last-write-wins");
+        cluster.plant_fault(node, "last-write-wins");
     }
     let workload = Workload::strict(6, Duration::from_secs(10), 23);
     let nemesis = Nemesis {
@@ -253,8 +242,8 @@ fn the_checker_catches_acknowledged_writes_that_were_not_stored() {
     let mut cluster = Cluster::start_with(3, NODE_ARGS);
     // Nodes 2 and 3 acknowledge what node 1 sends them and keep none of it: every write
     // through node 1 is acknowledged at w=2 with one real copy.
-    plant(&cluster, 1, "ack-without-storing");
-    plant(&cluster, 2, "ack-without-storing");
+    cluster.plant_fault(1, "ack-without-storing");
+    cluster.plant_fault(2, "ack-without-storing");
     let recorder = Recorder::new();
     let urls: Vec<String> = (0..3).map(|i| cluster.url(i)).collect();
     let stop = Arc::new(AtomicBool::new(false));
@@ -287,8 +276,8 @@ fn the_checker_catches_acknowledged_writes_that_were_not_stored() {
     }
     // Healed, the replicas converge, and the final read finds every write on node 1:
     // the anomaly is the stale reads, not a loss.
-    plant(&cluster, 1, "none");
-    plant(&cluster, 2, "none");
+    cluster.plant_fault(1, "none");
+    cluster.plant_fault(2, "none");
     let verdict = judge(
         "ack-without-storing",
         &cluster,
@@ -346,7 +335,7 @@ fn the_checker_catches_write_answers_that_cover_unseen_siblings() {
     // A fresh cluster, so that the first run's values do not mix in.
     let mut cluster = Cluster::start_with(3, NODE_ARGS);
     for node in 0..3 {
-        plant(&cluster, node, "whole-clock-answers");
+        cluster.plant_fault(node, "whole-clock-answers");
     }
     let verdict = run(
         "whole-clock-answers",
@@ -437,7 +426,7 @@ fn deletes_and_recreations_with_reaping_lose_nothing_and_resurrect_nothing() {
 fn the_checker_catches_tombstones_reaped_without_the_owners_agreeing() {
     let mut cluster = Cluster::start_with(3, REAPING_ARGS);
     for node in 0..3 {
-        plant(&cluster, node, "reap-without-agreement");
+        cluster.plant_fault(node, "reap-without-agreement");
     }
     let verdict = run(
         "reap-without-agreement",

@@ -108,13 +108,7 @@ fn a_write_after_a_reap_is_not_dropped_by_replicas_that_still_hold_the_tombstone
         args.into_iter().map(str::to_string).collect()
     });
     for node in [1, 2] {
-        let planted = cluster
-            .http()
-            .put(format!("{}/internal/v1/fault/replica", cluster.url(node)))
-            .json(&serde_json::json!({ "fault": "ignore-reap-requests" }))
-            .send()
-            .unwrap();
-        assert_eq!(planted.status(), StatusCode::NO_CONTENT);
+        cluster.plant_fault(node, "ignore-reap-requests");
     }
     let put = cluster.put(0, "reaped", b"k", b"v1", "w=3", None);
     assert_eq!(put.status(), StatusCode::NO_CONTENT);
@@ -326,4 +320,260 @@ fn a_paused_minting_owner_fails_no_write() {
             "{key}: {values:?}"
         );
     }
+}
+
+/// Waits until nodes `nodes` each see `members` members, all active, nothing pending.
+fn wait_balanced(cluster: &Cluster, nodes: &[usize], members: usize) {
+    wait_until(
+        &format!("{members} active members, nothing pending"),
+        Duration::from_secs(90),
+        || {
+            nodes.iter().all(|&i| {
+                cluster.cluster_view(i).is_ok_and(|view| {
+                    view["pending_transfers"] == 0
+                        && view["members"].as_array().is_some_and(|m| {
+                            m.len() == members && m.iter().all(|m| m["state"] == "active")
+                        })
+                })
+            })
+        },
+    );
+}
+
+/// POST `path` on node `i`, the status and the JSON answer.
+fn post(cluster: &Cluster, i: usize, path: &str) -> (StatusCode, serde_json::Value) {
+    let response = cluster
+        .http()
+        .post(format!("{}{path}", cluster.url(i)))
+        .send()
+        .unwrap();
+    (response.status(), response.json().unwrap_or_default())
+}
+
+/// The sum of a counter over nodes `nodes`.
+fn total(cluster: &Cluster, nodes: &[usize], metric: &str) -> f64 {
+    nodes.iter().map(|&i| cluster.metric(i, metric, "")).sum()
+}
+
+/// How the former owners of the partitions treat their old copies in
+/// [`deleted_keys_after_partitions_return`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OldCopies {
+    /// The automatic cleanup drops them after the join.
+    CleanedUp,
+    /// No automatic cleanup (`--cleanup-delay-secs 0`): they are still there when the
+    /// leave gives the partitions back (node1 is cleaned on demand, nodes 2 and 3 not).
+    Kept,
+    /// The planted `keep-old-copies` bug: kept, and merged back when regained.
+    MergedBack,
+}
+
+/// Issue 25, item 3: 300 keys written on three nodes; node4 joins (the three lose some
+/// partitions to it); every key is deleted and every owner reaps; node4 leaves, and the
+/// partitions go back to their former owners. Returns the deleted keys that read again
+/// at r=3, and asserts that the former owners hold none of them when `old` is not
+/// [`OldCopies::MergedBack`].
+fn deleted_keys_after_partitions_return(old: OldCopies) -> Vec<String> {
+    let cleanup_delay = if old == OldCopies::Kept { "0" } else { "5" };
+    let args = [
+        "--tombstone-grace-secs",
+        "1",
+        "--hint-ttl-secs",
+        "1",
+        "--anti-entropy-interval-ms",
+        "0",
+        "--cleanup-delay-secs",
+        cleanup_delay,
+        "--fault-injection",
+    ];
+    let mut cluster = Cluster::start_with(3, &args);
+    let former = [0, 1, 2];
+    if old == OldCopies::MergedBack {
+        for &i in &former {
+            cluster.plant_fault(i, "keep-old-copies");
+        }
+    }
+    let keys: Vec<Vec<u8>> = (0..300).map(|k| format!("k{k}").into_bytes()).collect();
+    let mut contexts = Vec::new();
+    for key in &keys {
+        let put = cluster.put(0, "gone", key, key, "w=3", None);
+        assert_eq!(put.status(), StatusCode::NO_CONTENT);
+        contexts.push(context_of(&put).unwrap());
+    }
+    let node4 = cluster.join(&[0, 1, 2], &[]);
+    wait_balanced(&cluster, &[0, 1, 2, node4], 4);
+    match old {
+        OldCopies::CleanedUp => wait_until(
+            "the former owners drop the partitions they lost",
+            Duration::from_secs(60),
+            || {
+                former
+                    .iter()
+                    .all(|&i| cluster.metric(i, "quorumkv_cleanup_keys_dropped_total", "") > 0.0)
+            },
+        ),
+        OldCopies::Kept => {
+            let answer = cleanup_when_allowed(&cluster, 0);
+            // Node1's answer is the proof the copies were there; nodes 2 and 3 keep theirs.
+            assert!(answer["keys"].as_u64().unwrap() > 0, "{answer}");
+        }
+        // Past the joint window: deletes reach the new owners only.
+        OldCopies::MergedBack => sleep(Duration::from_secs(12)),
+    }
+    for (key, context) in keys.iter().zip(&contexts) {
+        let delete = cluster.delete(0, "gone", key, "w=3", Some(context));
+        assert_eq!(delete.status(), StatusCode::NO_CONTENT);
+    }
+    let everyone = [0, 1, 2, node4];
+    wait_until(
+        "every owner reaps every tombstone",
+        Duration::from_secs(60),
+        || total(&cluster, &everyone, "quorumkv_tombstones_reaped_total") >= 900.0,
+    );
+    let (status, answer) = post(&cluster, node4, "/v1/cluster/leave");
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert!(cluster.wait_exit(node4, Duration::from_secs(90)).success());
+    wait_balanced(&cluster, &former, 3);
+    let back: Vec<String> = keys
+        .iter()
+        .filter(|key| cluster.get(0, "gone", key, "r=3").status() != StatusCode::NOT_FOUND)
+        .map(|key| String::from_utf8_lossy(key).into_owned())
+        .collect();
+    println!(
+        "{old:?}: {} of {} deleted keys read again after the leave",
+        back.len(),
+        keys.len()
+    );
+    if old != OldCopies::MergedBack {
+        for &i in &former {
+            for key in &keys {
+                assert_eq!(cluster.local_values(i, "gone", key), None, "node{}", i + 1);
+            }
+        }
+    }
+    back
+}
+
+#[test]
+fn deleted_keys_stay_deleted_when_partitions_return_after_the_automatic_cleanup() {
+    let back = deleted_keys_after_partitions_return(OldCopies::CleanedUp);
+    assert!(back.is_empty(), "deleted keys came back: {back:?}");
+}
+
+#[test]
+fn deleted_keys_stay_deleted_when_partitions_return_to_owners_that_kept_old_copies() {
+    let back = deleted_keys_after_partitions_return(OldCopies::Kept);
+    assert!(back.is_empty(), "deleted keys came back: {back:?}");
+}
+
+/// The negative control: with old copies merged back, the same steps bring deleted keys
+/// back, so the two tests above would see it.
+#[test]
+fn old_copies_merged_back_bring_deleted_keys_back() {
+    let back = deleted_keys_after_partitions_return(OldCopies::MergedBack);
+    assert!(!back.is_empty(), "the planted bug went unseen");
+}
+
+/// `POST /v1/cluster/cleanup` on node `i`, again while the node answers that the change
+/// is too recent (its joint window); its answer once it ran.
+fn cleanup_when_allowed(cluster: &Cluster, i: usize) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let (status, answer) = post(cluster, i, "/v1/cluster/cleanup");
+        if status == StatusCode::OK {
+            return answer;
+        }
+        assert_eq!(answer["error"], "change_in_progress", "{answer}");
+        assert!(started.elapsed() < Duration::from_secs(30), "{answer}");
+        sleep(Duration::from_millis(500));
+    }
+}
+
+/// `POST /v1/cluster/cleanup` (and `quorumkv cluster cleanup`): refused while a change is
+/// under way; afterwards it drops exactly the copies of keys the node no longer owns, and
+/// every key still reads everywhere.
+#[test]
+fn cleanup_on_demand_drops_exactly_the_copies_a_node_no_longer_owns() {
+    let mut cluster = Cluster::start_with(3, &["--cleanup-delay-secs", "0"]);
+    let keys: Vec<Vec<u8>> = (0..300).map(|k| format!("k{k}").into_bytes()).collect();
+    for key in &keys {
+        let put = cluster.put(0, "moved", key, key, "w=3", None);
+        assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    }
+    let (status, answer) = post(&cluster, 0, "/v1/cluster/cleanup");
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        (answer["keys"].as_u64(), answer["partitions"].as_u64()),
+        (Some(0), Some(0)),
+        "{answer}"
+    );
+    let node4 = cluster.join(&[0, 1, 2], &[]);
+    wait_until("node1 sees the change", Duration::from_secs(30), || {
+        cluster
+            .cluster_view(0)
+            .is_ok_and(|v| v["transfers_total"].as_u64().unwrap_or(0) > 0)
+    });
+    // Transfers start a settle time after the change is seen: it is still under way.
+    let (status, answer) = post(&cluster, 0, "/v1/cluster/cleanup");
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (StatusCode::CONFLICT, Some("change_in_progress")),
+        "{answer}"
+    );
+    wait_balanced(&cluster, &[0, 1, 2, node4], 4);
+    let held = |i: usize| {
+        keys.iter()
+            .filter(|key| cluster.local_values(i, "moved", key).is_some())
+            .count()
+    };
+    assert_eq!(held(0), keys.len(), "nothing dropped without being asked");
+    let answer = cleanup_when_allowed(&cluster, 0);
+    let kept = held(0);
+    assert!(kept < keys.len(), "node1 lost partitions to node4");
+    assert_eq!(
+        answer["keys"].as_u64(),
+        Some((keys.len() - kept) as u64),
+        "{answer}"
+    );
+    assert_eq!(answer["buckets"][0]["bucket"], "moved", "{answer}");
+    println!(
+        "cleanup on node1 dropped {} of {} keys ({} bytes)",
+        answer["keys"],
+        keys.len(),
+        answer["bytes"]
+    );
+    // The CLI, on node2, once node2's joint window is over too (it may have seen the
+    // commit later than node1).
+    let started = Instant::now();
+    let output = loop {
+        let output = std::process::Command::new(quorumkv_tests::binary())
+            .args(["cluster", "cleanup", "--endpoint", &cluster.url(1)])
+            .output()
+            .unwrap();
+        let refused = String::from_utf8_lossy(&output.stderr).contains("409 change_in_progress");
+        if !refused || started.elapsed() > Duration::from_secs(30) {
+            break output;
+        }
+        sleep(Duration::from_millis(500));
+    };
+    assert!(output.status.success(), "{output:?}");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    let kept_by_2 = held(1);
+    assert!(
+        printed.contains(&format!("dropped {} keys", keys.len() - kept_by_2)),
+        "{printed}"
+    );
+    cleanup_when_allowed(&cluster, 2);
+    // Every key, on n = 3 owners still.
+    for key in &keys {
+        let read = cluster.get(2, "moved", key, "r=3");
+        assert_eq!(read.status(), StatusCode::OK);
+        assert_eq!(read.bytes().unwrap().as_ref(), key.as_slice());
+    }
+    let owners = (0..4).map(held).sum::<usize>();
+    assert_eq!(
+        owners,
+        3 * keys.len(),
+        "each key on exactly its three owners"
+    );
 }

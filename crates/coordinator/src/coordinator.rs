@@ -24,6 +24,7 @@
 pub mod antientropy;
 mod batching;
 mod change;
+pub mod cleanup;
 mod cluster;
 pub mod handoff;
 mod local;
@@ -92,6 +93,9 @@ pub struct CoordinatorOptions {
     /// Whether this node joins an existing cluster through its seeds (its seeds do not
     /// name it) rather than founding one with them.
     pub joining: bool,
+    /// How long after this node sees a new ring balanced it drops its copies of the
+    /// partitions it no longer owns ([`cleanup`]); `None`: only on demand.
+    pub cleanup_delay: Option<Duration>,
 }
 
 impl Default for CoordinatorOptions {
@@ -111,6 +115,7 @@ impl Default for CoordinatorOptions {
             tombstone_grace: Duration::from_secs(10 * 24 * 3600),
             zone: None,
             joining: false,
+            cleanup_delay: Some(cleanup::DEFAULT_CLEANUP_DELAY),
         }
     }
 }
@@ -238,6 +243,8 @@ pub struct Coordinator {
     /// How long minting at another owner has taken lately: how long a write waits for a
     /// minting owner before it mints at the next one.
     mint_latency: write::MintLatency,
+    /// The automatic cleanup's progress, and the lock that runs one cleanup at a time.
+    cleanup: cleanup::CleanupState,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -288,6 +295,7 @@ impl Coordinator {
             planted: planted::FaultCell::default(),
             transfers: transfer::TransferState::default(),
             mint_latency: write::MintLatency::default(),
+            cleanup: cleanup::CleanupState::default(),
             options,
         })
     }

@@ -121,6 +121,10 @@ pub enum CoordinatorError {
     /// joining, leaving the cluster without members).
     #[error("{0}")]
     InvalidChange(String),
+    /// The request needs a balanced cluster, and a membership change is under way (or
+    /// committed too recently); it may be retried once the change is done.
+    #[error("{0}")]
+    ChangeUnderWay(String),
     /// The key holds its maximum number of siblings and the write resolves none of them;
     /// nothing was stored. A write with the context of a read that resolves some succeeds.
     #[error("{message}")]
@@ -145,6 +149,7 @@ impl CoordinatorError {
                 | Self::QuorumUnavailable { .. }
                 | Self::InsufficientStorage(_)
                 | Self::Internal(_)
+                | Self::ChangeUnderWay(_)
         )
     }
 }

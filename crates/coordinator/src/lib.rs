@@ -58,8 +58,10 @@ pub use context::{decode_context, encode_context};
 #[cfg(feature = "store")]
 pub use coordinator::{
     antientropy::{AntiEntropyOptions, AntiEntropyStats},
+    cleanup::{CleanupReport, DEFAULT_CLEANUP_DELAY},
     handoff::HandoffStats,
     planted::ReplicaFault,
+    transfer::SETTLE,
     ClusterView, Coordinator, CoordinatorOptions, LiveValue, PropsUpdate, ReadOptions, ReadOutcome,
     WriteOptions,
 };

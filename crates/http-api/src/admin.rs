@@ -157,6 +157,28 @@ pub async fn remove(
         .into_response())
 }
 
+/// `POST /v1/cluster/cleanup`: this node drops its copies of the partitions it does not
+/// own now (it also does so by itself after every membership change). Answers `200` with
+/// what it dropped: `partitions` (the (partition, bucket) pairs), `keys`, `bytes`, and per
+/// bucket; `409 change_in_progress` while a change is under way or has just committed.
+pub async fn cleanup(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+    parse_query(uri.query(), &[])?;
+    let report = state.coordinator.cleanup().await?;
+    let buckets: Vec<serde_json::Value> = report
+        .buckets
+        .iter()
+        .map(|(bucket, (keys, bytes))| json!({ "bucket": bucket, "keys": keys, "bytes": bytes }))
+        .collect();
+    Ok(Json(json!({
+        "node": state.coordinator.node(),
+        "partitions": report.partitions,
+        "keys": report.keys,
+        "bytes": report.bytes,
+        "buckets": buckets,
+    }))
+    .into_response())
+}
+
 /// `GET /metrics`: Prometheus text format, with RocksDB's and the runtime's figures read for
 /// this scrape.
 pub async fn metrics(State(state): State<AppState>) -> Response {

@@ -106,6 +106,11 @@ impl From<CoordinatorError> for ApiError {
             CoordinatorError::InvalidChange(_) => {
                 Self::bad_request("invalid_change", error.to_string())
             }
+            CoordinatorError::ChangeUnderWay(_) => Self::new(
+                StatusCode::CONFLICT,
+                "change_in_progress",
+                error.to_string(),
+            ),
             CoordinatorError::TooManySiblings { count, .. } => {
                 let mut api =
                     Self::new(StatusCode::CONFLICT, "too_many_siblings", error.to_string());

@@ -68,7 +68,7 @@ pub struct Partition {
 #[serde(deny_unknown_fields)]
 pub struct PlantedFault {
     /// `none`, `ack-without-storing`, `last-write-wins`, `whole-clock-answers`,
-    /// `ignore-reap-requests` or `reap-without-agreement`.
+    /// `ignore-reap-requests`, `reap-without-agreement` or `keep-old-copies`.
     pub fault: ReplicaFault,
 }
 

@@ -135,6 +135,10 @@ pub fn router(state: AppState) -> Router {
             post(admin::remove).fallback(admin::method_not_allowed),
         )
         .route(
+            "/v1/cluster/cleanup",
+            post(admin::cleanup).fallback(admin::method_not_allowed),
+        )
+        .route(
             "/v1/openapi.json",
             get(admin::openapi).fallback(admin::method_not_allowed),
         )

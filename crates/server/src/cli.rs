@@ -159,6 +159,11 @@ pub struct ServeArgs {
     /// be repaired before it rejoins.
     #[arg(long, env = "QUORUMKV_TOMBSTONE_GRACE_SECS", default_value_t = 10 * 24 * 3600)]
     pub tombstone_grace_secs: u64,
+    /// How long after a membership change commits this node drops its copies of the
+    /// partitions it no longer owns, in seconds (at least 5, the time gossip is assumed to
+    /// take); 0 leaves them until `quorumkv cluster cleanup` asks.
+    #[arg(long, env = "QUORUMKV_CLEANUP_DELAY_SECS", default_value_t = 10)]
+    pub cleanup_delay_secs: u64,
     /// File of client bearer tokens, one per line: when given, every route but the probes
     /// (/v1/health, /v1/ready) and the status page shell needs one (401 otherwise).
     #[arg(long, env = "QUORUMKV_AUTH_TOKEN_FILE")]
@@ -311,6 +316,14 @@ pub enum ClusterCommand {
         /// How long to follow the transfers at most, in seconds.
         #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
         timeout: u64,
+        #[command(flatten)]
+        #[allow(missing_docs)] // documented by its fields
+        endpoint: Endpoint,
+    },
+    /// The node at the endpoint drops its copies of the partitions it no longer owns, and
+    /// prints what it dropped (nodes also do so by themselves after every membership
+    /// change). Refused while a change is under way.
+    Cleanup {
         #[command(flatten)]
         #[allow(missing_docs)] // documented by its fields
         endpoint: Endpoint,

@@ -83,6 +83,7 @@ pub fn cluster(args: &ClusterArgs) -> anyhow::Result<()> {
             },
         ),
         ClusterCommand::Leave { endpoint, options } => return leave(endpoint, options),
+        ClusterCommand::Cleanup { endpoint } => return cleanup(endpoint),
     };
     let base = endpoint.endpoint.trim_end_matches('/');
     let http = client(endpoint)?;
@@ -192,6 +193,42 @@ fn follow_transfers(
         view = cluster_view(http, base, endpoint)?;
         (total, pending) = transfer_counts(&view);
     }
+}
+
+/// `quorumkv cluster cleanup`: asks the node to drop its copies of the partitions it does
+/// not own, and prints what it dropped.
+fn cleanup(endpoint: &Endpoint) -> anyhow::Result<()> {
+    let base = endpoint.endpoint.trim_end_matches('/');
+    let http = client(endpoint)?;
+    let response = send(
+        http.post(format!("{base}/v1/cluster/cleanup")),
+        endpoint,
+        Vec::new(),
+    )?;
+    if response.status() != StatusCode::OK {
+        return fail(response);
+    }
+    let answer: Value = response.json().context("cannot read the answer")?;
+    if Output::from_flag(endpoint.json) == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(());
+    }
+    println!(
+        "{}: dropped {} keys ({} bytes) of {} partition-buckets it does not own",
+        answer["node"].as_str().unwrap_or("?"),
+        answer["keys"],
+        answer["bytes"],
+        answer["partitions"]
+    );
+    for bucket in answer["buckets"].as_array().into_iter().flatten() {
+        println!(
+            "  {}: {} keys, {} bytes",
+            bucket["bucket"].as_str().unwrap_or("?"),
+            bucket["keys"],
+            bucket["bytes"]
+        );
+    }
+    Ok(())
 }
 
 /// `quorumkv cluster leave`: asks the node to leave; it exits once its partitions moved.

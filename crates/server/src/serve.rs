@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use quorumkv_coordinator::detector::DetectorOptions;
-use quorumkv_coordinator::{Coordinator, CoordinatorOptions, NodeId, SyncPolicy};
+use quorumkv_coordinator::{Coordinator, CoordinatorOptions, NodeId, SyncPolicy, SETTLE};
 use quorumkv_http_api::{router, AppState, Credentials, Edge, HttpTransport};
 use quorumkv_replica::{Store, StoreOptions};
 use tokio::sync::watch;
@@ -157,6 +157,8 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             min_mean: TICK,
         },
         tombstone_grace: Duration::from_secs(args.tombstone_grace_secs),
+        cleanup_delay: (args.cleanup_delay_secs > 0)
+            .then(|| Duration::from_secs(args.cleanup_delay_secs)),
         // Seeds that do not name this node are a cluster to join, not one to found.
         joining: !seeds.is_empty() && peers.len() == seeds.len(),
         zone: args
@@ -167,6 +169,14 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .map(str::to_string),
         ..CoordinatorOptions::default()
     };
+    if (1..SETTLE.as_secs()).contains(&args.cleanup_delay_secs) {
+        bail!(
+            "--cleanup-delay-secs ({}) must be 0 (clean up on demand only) or at least {}: \
+             nodes that have not yet heard of a change may still read the copies it drops",
+            args.cleanup_delay_secs,
+            SETTLE.as_secs()
+        );
+    }
     if args.tombstone_grace_secs < args.hint_ttl_secs {
         bail!(
             "--tombstone-grace-secs ({}) must be at least --hint-ttl-secs ({}): a tombstone \

@@ -22,6 +22,9 @@
 //! - [`ReplicaFault::ReapWithoutAgreement`]: the reaper removes a tombstone once its grace
 //!   has passed without asking the other owners whether they hold it: an owner that
 //!   missed the delete then hands the deleted value back (a resurrection).
+//! - [`ReplicaFault::KeepOldCopies`]: a node keeps its copies of the partitions it loses
+//!   in a membership change and merges them back when it regains them, as every release
+//!   before cleanup did: keys deleted and reaped meanwhile come back.
 //!
 //! The switch is set through a route that exists only on a node started with
 //! `--fault-injection`; a production node has no way to turn it on.
@@ -51,6 +54,8 @@ pub enum ReplicaFault {
     IgnoreReapRequests,
     /// Reap tombstones without asking the other owners.
     ReapWithoutAgreement,
+    /// Keep the copies of lost partitions, and merge them back on regaining them.
+    KeepOldCopies,
 }
 
 impl ReplicaFault {
@@ -62,6 +67,7 @@ impl ReplicaFault {
             Self::WholeClockAnswers => 3,
             Self::IgnoreReapRequests => 4,
             Self::ReapWithoutAgreement => 5,
+            Self::KeepOldCopies => 6,
         }
     }
 
@@ -72,6 +78,7 @@ impl ReplicaFault {
             3 => Self::WholeClockAnswers,
             4 => Self::IgnoreReapRequests,
             5 => Self::ReapWithoutAgreement,
+            6 => Self::KeepOldCopies,
             _ => Self::None,
         }
     }

@@ -21,7 +21,8 @@
 //! `Leaving` ones `Removed`, each with its version plus one, so concurrent commits write
 //! the same records. A member that gains nothing advertises at once, after [`SETTLE`].
 //!
-//! Nothing is deleted from the nodes that lose a partition: their copies stay, unread.
+//! The nodes that lose a partition drop their copies once the change has committed, and a
+//! node drops any old copy of a partition it gains before pulling it ([`super::cleanup`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -86,14 +87,17 @@ impl Coordinator {
         if Arc::ptr_eq(&ring, &next) {
             *self.progress() = Progress::default();
             metrics::gauge!("quorumkv_transfers_pending").set(0.0);
+            self.cleanup_when_due().await;
             return stats;
         }
         let table = self.membership.table();
         let hash = table.next_ring_hash();
         let gained = self.gained_partitions(&ring, &next, &self.node);
+        let mut first_sight = false;
         let seen_at = {
             let mut progress = self.progress();
             if progress.next_ring != Some(hash) {
+                first_sight = true;
                 tracing::info!(
                     next_ring = hash,
                     ring_version = table.ring_version(),
@@ -111,6 +115,15 @@ impl Coordinator {
             }
             progress.seen_at.unwrap_or_else(Instant::now)
         };
+        let own_done = table
+            .get(&self.node)
+            .is_some_and(|r| r.transfers_done == Some(hash));
+        if first_sight && !own_done {
+            // Whatever this node still holds of a partition it gains is an old copy: drop it
+            // before the transfer, so it never meets the current one (see `cleanup`). Once
+            // this node has advertised its transfers done, what it holds is current.
+            self.drop_before_regaining(&ring, &gained).await;
+        }
         metrics::gauge!("quorumkv_transfers_pending").set(self.pending_transfers() as f64);
         if seen_at.elapsed() < SETTLE {
             return stats;
@@ -150,9 +163,6 @@ impl Coordinator {
                 "transfer round"
             );
         }
-        let own_done = table
-            .get(&self.node)
-            .is_some_and(|r| r.transfers_done == Some(hash));
         let in_next = table
             .get(&self.node)
             .is_some_and(|r| r.state.in_next_ring());
