@@ -577,3 +577,55 @@ fn cleanup_on_demand_drops_exactly_the_copies_a_node_no_longer_owns() {
         "each key on exactly its three owners"
     );
 }
+
+/// Issue 25, item 7: a node that leaves the cluster hands over the hints it holds. Node4
+/// and node3 cannot reach each other while 200 keys are written through node4 at w=2, so
+/// node4 keeps hints for node3 (as a fallback, or as the coordinator); node4 then leaves,
+/// and exits without ever reaching node3. With anti-entropy and read repair off, only those
+/// hints bring the writes to node3 (its transfers pull only the partitions it gains): once
+/// the other nodes have delivered every hint, node3 must hold every key.
+#[test]
+fn a_leaving_node_hands_over_its_hints_before_it_exits() {
+    let mut cluster = Cluster::start_with(
+        4,
+        &[
+            "--anti-entropy-interval-ms",
+            "0",
+            "--read-repair",
+            "false",
+            "--fault-injection",
+        ],
+    );
+    cluster.cut(3, &[2]);
+    cluster.cut(2, &[3]);
+    cluster.wait_member_status(3, 2, "down").unwrap();
+    let keys: Vec<Vec<u8>> = (0..200).map(|k| format!("h{k}").into_bytes()).collect();
+    for key in &keys {
+        let put = cluster.put(3, "hinted", key, key, "w=2", None);
+        assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    }
+    let held_by_4 = cluster.metric(3, "quorumkv_hints_pending", "");
+    assert!(held_by_4 > 0.0, "node4 holds hints for node3");
+    let (status, answer) = post(&cluster, 3, "/v1/cluster/leave");
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert!(cluster.wait_exit(3, Duration::from_secs(90)).success());
+    let log = cluster.nodes[3].log();
+    assert!(
+        log.contains("handed every hint over before leaving"),
+        "{log}"
+    );
+    wait_until("every hint is delivered", Duration::from_secs(60), || {
+        [0, 1, 2]
+            .iter()
+            .all(|&i| cluster.metric(i, "quorumkv_hints_pending", "") == 0.0)
+    });
+    let missing = keys
+        .iter()
+        .filter(|key| cluster.local_values(2, "hinted", key).is_none())
+        .count();
+    println!(
+        "node4 held {held_by_4} hints; node3 misses {missing} of {} keys",
+        keys.len()
+    );
+    assert_eq!(missing, 0);
+}

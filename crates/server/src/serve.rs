@@ -44,6 +44,8 @@ const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 const REAP_BUDGET: usize = 10_000;
 /// How many hints per owner one handoff round sends.
 const HANDOFF_BATCH: usize = 1000;
+/// How long a node that left the cluster may spend handing its hints over before it exits.
+const HAND_OVER_LIMIT: Duration = Duration::from_secs(30);
 
 /// Latency buckets (seconds) for every `*_seconds` histogram: sub-millisecond to seconds.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -216,6 +218,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let handoff = tokio::spawn(handoff(Arc::clone(&coordinator), stop_rx));
     let fault_coordinator = Arc::clone(&coordinator);
     let leaver = Arc::clone(&coordinator);
+    let departing = Arc::clone(&coordinator);
     let app = router(AppState::new(
         coordinator,
         Some(metrics),
@@ -245,6 +248,12 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     crate::listener::serve(listener, app, limits, acceptor, stop).await;
 
+    if departing.has_left() {
+        // Its hints may be acknowledgements of sloppy writes: they must not leave with it.
+        // The failure detector still runs, so the owners that are up are known.
+        departing.hand_over_hints(HAND_OVER_LIMIT).await;
+    }
+    drop(departing);
     tracing::info!("draining done; stopping background work");
     let _ = stop_tx.send(true);
     let _ = upkeep.await;

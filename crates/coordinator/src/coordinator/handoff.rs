@@ -7,6 +7,16 @@
 //! dropped first; anti-entropy repairs what they carried. Rounds are bounded (a batch per
 //! owner, a few sends at a time), so a returning node is caught up at a steady pace
 //! without starving client requests.
+//!
+//! A node that leaves the cluster must not take its hints with it: a hint may be one of
+//! the `w` acknowledgements of a sloppy write. Before it exits it hands each one over
+//! ([`Coordinator::hand_over_hints`]): to its owner when the owner is up, as a replay;
+//! otherwise to another node that is up, the first along the key's walk that is neither
+//! this node nor the owner (a fallback when one is up, else another owner), which keeps it
+//! as its own hint for that owner. The receiver dates the hint from its arrival, so a hint
+//! passed on may live up to one hint TTL longer than it would have here; it is delivered as
+//! soon as its owner is back, and a tombstone of its key cannot be reaped while that owner
+//! is down (every owner must answer).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +33,8 @@ use crate::message::{Request, Response};
 const REPLAY_CONCURRENCY: usize = 16;
 /// How long one replayed hint may take.
 const REPLAY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Hints handed over per owner and pass, when this node leaves.
+const HAND_OVER_BATCH: usize = 512;
 
 /// What one round of handoff did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -84,6 +96,123 @@ impl Coordinator {
             );
         }
         stats
+    }
+
+    /// Before this node exits for good (it has left the cluster): hands every hint it
+    /// holds to the hint's owner, or to another node that keeps it for the owner (see the
+    /// module docs), until none is left or `limit` has passed. Returns how many are left.
+    pub async fn hand_over_hints(self: &Arc<Self>, limit: Duration) -> u64 {
+        let deadline = Instant::now() + limit;
+        let (mut delivered, mut passed_on) = (0, 0);
+        loop {
+            let store = Arc::clone(&self.store);
+            let owners = tokio::task::spawn_blocking(move || store.hint_owners())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            let mut progress = 0;
+            for owner in owners {
+                let owner = NodeId::new(owner);
+                let store = Arc::clone(&self.store);
+                let name = owner.as_str().to_string();
+                let Ok(Ok(hints)) =
+                    tokio::task::spawn_blocking(move || store.hints_for(&name, HAND_OVER_BATCH))
+                        .await
+                else {
+                    continue;
+                };
+                if self.membership.is_up(&owner) && self.membership.addr_of(&owner).is_some() {
+                    let (replayed, _) = self.replay_to(&owner, hints).await;
+                    delivered += replayed;
+                    progress += replayed;
+                } else {
+                    let moved = self.pass_on(&owner, hints).await;
+                    passed_on += moved;
+                    progress += moved;
+                }
+            }
+            let left = self.store.hint_count();
+            if left == 0 || Instant::now() >= deadline {
+                let level_ok = left == 0;
+                if level_ok {
+                    tracing::info!(
+                        delivered,
+                        passed_on,
+                        "handed every hint over before leaving"
+                    );
+                } else {
+                    tracing::warn!(
+                        delivered,
+                        passed_on,
+                        left,
+                        "leaving with hints no node could take: anti-entropy repairs their keys"
+                    );
+                }
+                return left;
+            }
+            if progress == 0 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+
+    /// Passes `hints` for `owner`, which is down, to other nodes that keep them as hints
+    /// for it; removes each one passed on. Returns how many were.
+    async fn pass_on(self: &Arc<Self>, owner: &NodeId, hints: Vec<Hint>) -> usize {
+        let Some(ring) = self.membership.ring() else {
+            return 0;
+        };
+        let walk_len = ring.members().len();
+        let mut sends = futures::stream::iter(hints.into_iter().map(|hint| {
+            let this = Arc::clone(self);
+            let owner = owner.clone();
+            let walk = ring.preference_list(&hint.bucket, &hint.key, walk_len);
+            async move {
+                let n = this.replication_factor(&hint.bucket)?;
+                // A fallback (past the key's n owners) adds a copy; an owner that is up
+                // already has one, but keeps the hint as well as anyone.
+                let (owners, fallbacks) = walk.split_at(n.min(walk.len()));
+                let keeper = fallbacks
+                    .iter()
+                    .chain(owners)
+                    .find(|node| {
+                        **node != this.node && **node != owner && this.membership.is_up(node)
+                    })?
+                    .clone();
+                let request = Request::MergeHint {
+                    owner: owner.clone(),
+                    bucket: hint.bucket.clone(),
+                    key: hint.key.clone(),
+                    object: hint.object.clone(),
+                };
+                let deadline = Instant::now() + REPLAY_TIMEOUT;
+                if !matches!(
+                    this.call_replica(&keeper, request, deadline).await,
+                    Ok(Response::Ack)
+                ) {
+                    return None;
+                }
+                let store = Arc::clone(&this.store);
+                let name = owner.as_str().to_string();
+                tokio::task::spawn_blocking(move || {
+                    store.remove_hint_if_unchanged(&name, &hint.bucket, &hint.key, &hint.object)
+                })
+                .await
+                .ok()?
+                .ok()
+                .filter(|removed| *removed)
+            }
+        }))
+        .buffer_unordered(REPLAY_CONCURRENCY);
+        let mut moved = 0;
+        while let Some(done) = sends.next().await {
+            if done.is_some() {
+                moved += 1;
+                metrics::counter!("quorumkv_hints_passed_on_total").increment(1);
+            }
+        }
+        moved
     }
 
     async fn replay_to(self: &Arc<Self>, owner: &NodeId, hints: Vec<Hint>) -> (usize, usize) {
