@@ -76,8 +76,16 @@ pub fn owns(ring: &Ring, node: &NodeId, partition: u32, n: usize) -> bool {
 
 impl Coordinator {
     /// Drops this node's copies of the partitions it does not own, now. Refused while a
-    /// membership change is under way or in its joint window.
+    /// membership change is under way or in its joint window. The work is a task of its
+    /// own: a caller that stops waiting (a request past its timeout) does not stop it.
     pub async fn cleanup(self: &Arc<Self>) -> Result<CleanupReport, CoordinatorError> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move { this.cleanup_now().await })
+            .await
+            .map_err(|e| CoordinatorError::Internal(format!("cleanup task failed: {e}")))?
+    }
+
+    async fn cleanup_now(self: &Arc<Self>) -> Result<CleanupReport, CoordinatorError> {
         let ring = self.ring()?;
         if let Some(reason) = self.cleanup_refusal() {
             return Err(CoordinatorError::ChangeUnderWay(reason));
@@ -119,7 +127,8 @@ impl Coordinator {
         let Some(delay) = self.options.cleanup_delay else {
             return;
         };
-        if self.planted.get() == super::planted::ReplicaFault::KeepOldCopies {
+        // A node that has left owns nothing and is about to stop: its copies go with it.
+        if self.planted.get() == super::planted::ReplicaFault::KeepOldCopies || self.has_left() {
             return;
         }
         let version = self.membership.table().ring_version();
