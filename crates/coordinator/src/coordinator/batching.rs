@@ -17,6 +17,11 @@
 //! first one paying for an exchange of its own; with one client, no request waits (the
 //! turns would cost it tens of microseconds of latency, with nothing to gather).
 //!
+//! A batch carries at most [`MAX_BATCH`] requests and [`MAX_BATCH_BYTES`] of values and
+//! keys (a heavier request leaves alone), so that no batch of large values meets the
+//! internode body limit. Answers are not capped: a batch of reads of large objects can
+//! still be large.
+//!
 //! Each request keeps its own deadline: its caller stops waiting at it, and a request
 //! whose caller stopped waiting, or whose deadline passed while it waited, is not sent. A
 //! batch is given the latest deadline of its items. A failed exchange fails each of its
@@ -32,6 +37,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use quorumkv_replica::Value;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -54,6 +60,12 @@ const BUSY_SIXTEENTHS: u32 = 24;
 
 /// The most requests in one batch; more wait for the next exchange.
 const MAX_BATCH: usize = 256;
+
+/// The most bytes of requests (by [`weight`]) in one batch; a request heavier than this
+/// leaves in a batch of its own. Far below the internode body limit, which a batch of
+/// large values would otherwise meet (every item of it would then fail), and small enough
+/// that a few large values do not hold small ones up for long.
+const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// How long a peer that refused batches goes without being asked again.
 const REPROBE_AFTER: Duration = Duration::from_secs(60);
@@ -262,7 +274,8 @@ impl Lane {
             state.in_flight = state.in_flight.saturating_sub(1);
             return None;
         }
-        let take = state.queued.len().min(MAX_BATCH);
+        let weights = state.queued.iter().map(|q| weight(&q.request));
+        let take = batch_len(weights, MAX_BATCH, MAX_BATCH_BYTES);
         Some(state.queued.drain(..take).collect())
     }
 
@@ -371,6 +384,56 @@ fn batchable(request: &Request) -> bool {
     )
 }
 
+/// About how many bytes a request takes on the wire: its values and keys.
+fn weight(request: &Request) -> usize {
+    match request {
+        Request::Coordinate {
+            bucket, key, value, ..
+        }
+        | Request::Mint {
+            bucket, key, value, ..
+        } => {
+            let value = match value {
+                Value::Data {
+                    content_type,
+                    bytes,
+                } => content_type.len() + bytes.len(),
+                Value::Tombstone => 0,
+            };
+            bucket.len() + key.len() + value
+        }
+        Request::Merge {
+            bucket,
+            key,
+            object,
+        }
+        | Request::MergeHint {
+            bucket,
+            key,
+            object,
+            ..
+        } => bucket.len() + key.len() + object.approximate_size(),
+        Request::Get { bucket, key } | Request::GetHint { bucket, key, .. } => {
+            bucket.len() + key.len()
+        }
+        _ => 0,
+    }
+}
+
+/// How many of the queued requests, of `weights` in queue order, the next batch takes:
+/// at most `max_items`, at most `max_bytes` in all, and always at least one.
+fn batch_len(weights: impl Iterator<Item = usize>, max_items: usize, max_bytes: usize) -> usize {
+    let (mut taken, mut bytes) = (0, 0usize);
+    for weight in weights.take(max_items) {
+        if taken > 0 && bytes.saturating_add(weight) > max_bytes {
+            break;
+        }
+        taken += 1;
+        bytes = bytes.saturating_add(weight);
+    }
+    taken
+}
+
 async fn call_alone(
     transport: &dyn Transport,
     addr: &str,
@@ -392,6 +455,39 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
+
+    #[test]
+    fn a_batch_stops_at_its_byte_cap_but_always_carries_one_request() {
+        // Under both caps: everything.
+        assert_eq!(batch_len([10, 20, 30].into_iter(), 256, 100), 3);
+        // The byte cap cuts before the request that would pass it.
+        assert_eq!(batch_len([40, 40, 40, 1].into_iter(), 256, 100), 2);
+        // Exactly at the cap is within it.
+        assert_eq!(batch_len([50, 50, 1].into_iter(), 256, 100), 2);
+        // A request heavier than the cap leaves alone, whether first or not.
+        assert_eq!(batch_len([500, 1].into_iter(), 256, 100), 1);
+        assert_eq!(batch_len([1, 500].into_iter(), 256, 100), 1);
+        // The item cap.
+        assert_eq!(batch_len(std::iter::repeat(0).take(1000), 256, 100), 256);
+        assert_eq!(batch_len(std::iter::empty(), 256, 100), 0);
+    }
+
+    #[test]
+    fn a_request_weighs_its_value_bucket_and_key() {
+        let value = Value::data("text/plain", vec![0; 1000]);
+        let coordinate = Request::Coordinate {
+            bucket: b"b".to_vec(),
+            key: b"k".to_vec(),
+            context: quorumkv_replica::VersionVector::new(),
+            value,
+        };
+        assert_eq!(weight(&coordinate), 1 + 1 + 10 + 1000);
+        let get = Request::Get {
+            bucket: b"bb".to_vec(),
+            key: b"kkk".to_vec(),
+        };
+        assert_eq!(weight(&get), 5);
+    }
 
     /// Answers every request after a millisecond (so that requests queue behind an
     /// exchange in flight) and records how many requests each exchange carried.
