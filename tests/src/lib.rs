@@ -563,6 +563,30 @@ impl Cluster {
         );
     }
 
+    /// Waits until nodes `nodes` each see `members` members, all active, and nothing
+    /// pending; panics after `bound`.
+    pub fn wait_balanced(&self, nodes: &[usize], members: usize, bound: Duration) {
+        let started = Instant::now();
+        loop {
+            let balanced = nodes.iter().all(|&i| {
+                self.cluster_view(i).is_ok_and(|view| {
+                    view["pending_transfers"] == 0
+                        && view["members"].as_array().is_some_and(|m| {
+                            m.len() == members && m.iter().all(|m| m["state"] == "active")
+                        })
+                })
+            });
+            if balanced {
+                return;
+            }
+            assert!(
+                started.elapsed() < bound,
+                "nodes {nodes:?} not balanced with {members} members within {bound:?}"
+            );
+            sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Plants the replica bug `fault` (a `PUT /internal/v1/fault/replica` name) on node
     /// `i`, which must run with `--fault-injection`.
     pub fn plant_fault(&self, i: usize, fault: &str) {

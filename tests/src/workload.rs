@@ -576,10 +576,15 @@ pub fn final_state(
 pub fn wait_converged(cluster: &Cluster, keys: &[String], patience: Duration) -> Option<Duration> {
     let start = Instant::now();
     loop {
+        // Nodes that left the cluster (and exited) hold nothing to converge.
+        let running: Vec<usize> = (0..cluster.nodes.len())
+            .filter(|&i| cluster.nodes[i].is_running())
+            .collect();
         let converged = keys.iter().all(|key| {
-            let first = cluster.local_values(0, BUCKET, key.as_bytes());
-            (1..cluster.nodes.len())
-                .all(|i| cluster.local_values(i, BUCKET, key.as_bytes()) == first)
+            let first = cluster.local_values(running[0], BUCKET, key.as_bytes());
+            running[1..]
+                .iter()
+                .all(|&i| cluster.local_values(i, BUCKET, key.as_bytes()) == first)
         });
         if converged {
             return Some(start.elapsed());

@@ -450,3 +450,97 @@ fn the_checker_catches_tombstones_reaped_without_the_owners_agreeing() {
         verdict.summary()
     );
 }
+
+/// Membership churn for [`churn_run`]: a fresh node joins (the three first nodes lose
+/// partitions to it), stays for a few seconds (deletes of keys it now owns are reaped
+/// meanwhile), then leaves and exits (the partitions go back); again while at least 15 s
+/// remain before `until`. The last leave may end after `until`, when the clients have
+/// stopped: nothing written later then hides what it brought back. Returns how many
+/// joins and leaves it completed.
+fn churn(cluster: &mut Cluster, until: Instant) -> usize {
+    let bound = Duration::from_secs(90);
+    let mut cycles = 0;
+    // A cycle takes about 20 s: two settle delays, the transfers and the stay.
+    loop {
+        let fresh = cluster.join(&[0, 1, 2], &[]);
+        cluster.wait_balanced(&[0, 1, 2, fresh], 4, bound);
+        std::thread::sleep(Duration::from_secs(8));
+        let left = cluster
+            .http()
+            .post(format!("{}/v1/cluster/leave", cluster.url(fresh)))
+            .send()
+            .expect("leave");
+        assert_eq!(left.status(), reqwest::StatusCode::ACCEPTED);
+        assert!(cluster.wait_exit(fresh, bound).success());
+        cluster.wait_balanced(&[0, 1, 2], 3, bound);
+        cycles += 1;
+        if Instant::now() + Duration::from_secs(15) >= until {
+            return cycles;
+        }
+    }
+}
+
+/// The delete workload against the three first nodes while nodes join and leave
+/// ([`churn`]), then the checkers.
+fn churn_run(name: &str, cluster: &mut Cluster, duration: Duration, seed: u64) -> Verdict {
+    let workload = deletes(seed, duration);
+    let recorder = Recorder::new();
+    let urls: Vec<String> = (0..3).map(|i| cluster.url(i)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let clients = workload.start(cluster.http(), &urls, &recorder, &stop);
+    let cycles = churn(cluster, started + duration);
+    let operations: usize = clients
+        .into_iter()
+        .map(|c| c.join().expect("client thread"))
+        .sum();
+    let verdict = judge(
+        name,
+        cluster,
+        &workload,
+        &recorder,
+        Promises {
+            n: 3,
+            assume_ryw: false,
+        },
+    );
+    println!(
+        "{name}: {operations} operations in {:.1} s; {cycles} joins and leaves; {} \
+         tombstones reaped",
+        started.elapsed().as_secs_f64(),
+        reaped(cluster)
+    );
+    verdict
+}
+
+#[test]
+fn deletes_while_nodes_join_and_leave_lose_nothing_and_resurrect_nothing() {
+    let mut args = REAPING_ARGS.to_vec();
+    args.extend(["--cleanup-delay-secs", "5"]);
+    let mut cluster = Cluster::start_with(3, &args);
+    let length = run_length().max(Duration::from_secs(45));
+    let verdict = churn_run("churn", &mut cluster, length, 79);
+    assert!(verdict.valid(), "the checkers found anomalies: {verdict:?}");
+    assert!(
+        verdict.acknowledged_deletes >= 50,
+        "too few deletes to judge: {}",
+        verdict.summary()
+    );
+}
+
+/// The negative control: the former owners keep their old copies and merge them back
+/// when the partitions return (the planted `keep-old-copies` bug), and the checker must
+/// report the deleted values that come back.
+#[test]
+fn the_checker_catches_old_copies_merged_back_after_a_leave() {
+    let mut cluster = Cluster::start_with(3, REAPING_ARGS);
+    for node in 0..3 {
+        cluster.plant_fault(node, "keep-old-copies");
+    }
+    let verdict = churn_run("keep-old-copies", &mut cluster, Duration::from_secs(16), 83);
+    assert!(
+        verdict.resurrected_count() > 0,
+        "old copies merged back bring deleted values back, and the checker must say so: {}",
+        verdict.summary()
+    );
+}

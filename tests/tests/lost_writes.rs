@@ -324,20 +324,7 @@ fn a_paused_minting_owner_fails_no_write() {
 
 /// Waits until nodes `nodes` each see `members` members, all active, nothing pending.
 fn wait_balanced(cluster: &Cluster, nodes: &[usize], members: usize) {
-    wait_until(
-        &format!("{members} active members, nothing pending"),
-        Duration::from_secs(90),
-        || {
-            nodes.iter().all(|&i| {
-                cluster.cluster_view(i).is_ok_and(|view| {
-                    view["pending_transfers"] == 0
-                        && view["members"].as_array().is_some_and(|m| {
-                            m.len() == members && m.iter().all(|m| m["state"] == "active")
-                        })
-                })
-            })
-        },
-    );
+    cluster.wait_balanced(nodes, members, Duration::from_secs(90));
 }
 
 /// POST `path` on node `i`, the status and the JSON answer.
