@@ -218,30 +218,49 @@ impl Store {
     pub fn drop_expired_hints(&self, max_age: Duration) -> Result<usize, StoreError> {
         let cutoff =
             now_millis().saturating_sub(u64::try_from(max_age.as_millis()).unwrap_or(u64::MAX));
-        let mut expired = Vec::new();
-        for item in self.db.iterator_cf(self.cf(CF_HINTS)?, IteratorMode::Start) {
-            let (k, v) = item?;
-            let created = v
-                .get(..8)
-                .and_then(|b| b.try_into().ok())
-                .map_or(0, u64::from_be_bytes);
-            if created < cutoff {
-                expired.push(k.to_vec());
-            }
+        let mut expired = 0;
+        for hint_key in self.hints_older_than(cutoff)? {
+            expired += usize::from(self.expire_hint(&hint_key, cutoff)?);
         }
-        for hint_key in &expired {
-            let _guard = self.lock_key(hint_key);
-            self.delete_hint_locked(hint_key)?;
-        }
-        if !expired.is_empty() {
+        if expired > 0 {
             metrics::counter!("quorumkv_hints_dropped_total", "reason" => "expired")
-                .increment(expired.len() as u64);
+                .increment(expired as u64);
             tracing::warn!(
-                count = expired.len(),
+                count = expired,
                 "dropped expired hints; anti-entropy repairs their keys"
             );
         }
-        Ok(expired.len())
+        Ok(expired)
+    }
+
+    /// The keys of the hints created before `cutoff` (milliseconds since the epoch), as a
+    /// scan without locks sees them.
+    fn hints_older_than(&self, cutoff: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut older = Vec::new();
+        for item in self.db.iterator_cf(self.cf(CF_HINTS)?, IteratorMode::Start) {
+            let (k, v) = item?;
+            if created_of(&v) < cutoff {
+                older.push(k.to_vec());
+            }
+        }
+        Ok(older)
+    }
+
+    /// Under the hint's lock: deletes it if it is still there and still older than
+    /// `cutoff`. The scan that found it took no lock: meanwhile the hint may have been
+    /// delivered and removed (deleting it again would count it twice, and the count would
+    /// drift below the hints held) or refreshed by a new write (which must not be lost
+    /// with the old one).
+    fn expire_hint(&self, hint_key: &[u8], cutoff: u64) -> Result<bool, StoreError> {
+        let _guard = self.lock_key(hint_key);
+        let still_old = self
+            .db
+            .get_pinned_cf(self.cf(CF_HINTS)?, hint_key)?
+            .is_some_and(|value| created_of(&value) < cutoff);
+        if still_old {
+            self.delete_hint_locked(hint_key)?;
+        }
+        Ok(still_old)
     }
 
     /// How many hints this node holds.
@@ -303,6 +322,15 @@ fn decode_hint_value(bytes: &[u8]) -> Result<(u64, VersionedObject), crate::erro
     Ok((created, decode_record(&bytes[8..])?))
 }
 
+/// When a stored hint value was created (its first 8 bytes); 0, the oldest, when it is too
+/// short to say, so that an unreadable hint expires.
+fn created_of(value: &[u8]) -> u64 {
+    value
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
 fn owner_prefix(owner: &str) -> Result<Vec<u8>, StoreError> {
     let len = u8::try_from(owner.len()).map_err(|_| StoreError::BucketTooLong(owner.len()))?;
     let mut prefix = Vec::with_capacity(owner.len() + 1);
@@ -342,6 +370,53 @@ mod tests {
     use crate::store::test_object as object;
     use crate::store::StoreOptions;
     use crate::version::{ActorId, VersionVector};
+
+    #[test]
+    fn an_expiry_spares_hints_refreshed_or_delivered_after_its_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let a = object("a");
+        let mut b = VersionedObject::new();
+        b.update(
+            ActorId(2),
+            &VersionVector::new(),
+            Value::data("t", b"b".to_vec()),
+        )
+        .unwrap();
+        store
+            .store_hint("node2", b"b", b"k1", &a, 10)
+            .unwrap()
+            .unwrap();
+        store
+            .store_hint("node2", b"b", b"k2", &a, 10)
+            .unwrap()
+            .unwrap();
+        let created = store.hints_for("node2", 10).unwrap()[0].created_millis;
+        std::thread::sleep(Duration::from_millis(5));
+        let cutoff = created + 1;
+        let older = store.hints_older_than(cutoff).unwrap();
+        assert_eq!(older.len(), 2);
+        // Meanwhile k1 takes a new write (its age restarts) and k2 is delivered.
+        store
+            .store_hint("node2", b"b", b"k1", &b, 10)
+            .unwrap()
+            .unwrap();
+        assert!(store
+            .remove_hint_if_unchanged("node2", b"b", b"k2", &a)
+            .unwrap());
+        assert_eq!(store.hint_count(), 1);
+        for hint_key in &older {
+            assert!(!store.expire_hint(hint_key, cutoff).unwrap());
+        }
+        // The refreshed hint is kept, and the count still says one.
+        assert_eq!(store.hint_count(), 1);
+        let kept = store.get_hint("node2", b"b", b"k1").unwrap().unwrap();
+        assert_eq!(kept.siblings().len(), 2);
+        // Once it is old enough, it goes, and the count with it.
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(store.drop_expired_hints(Duration::ZERO).unwrap(), 1);
+        assert_eq!(store.hint_count(), 0);
+    }
 
     #[test]
     fn hints_are_stored_listed_merged_and_removed_only_when_unchanged() {
