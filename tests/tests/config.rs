@@ -106,23 +106,26 @@ fn an_internode_source_ip_the_host_does_not_have_stops_the_node_naming_it() {
     assert!(!data.exists(), "refused before the store was created");
 }
 
-/// `--max-object-bytes` must leave room for two values of `--max-value-bytes`: a key must
-/// be able to hold a value beside a concurrent one.
-#[test]
-fn a_record_limit_below_two_values_is_refused_naming_both_options() {
+/// What a lone node started with `flags` says as it refuses to start.
+fn refusal_with(flags: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let stderr = serve_refusal(&[
+    let mut args = vec![
         "--node-id",
         "n1",
         "--data-dir",
         dir.path().to_str().unwrap(),
         "--listen",
         "127.0.0.1:0",
-        "--max-value-bytes",
-        "1000",
-        "--max-object-bytes",
-        "1999",
-    ]);
+    ];
+    args.extend(flags);
+    serve_refusal(&args)
+}
+
+/// `--max-object-bytes` must leave room for two values of `--max-value-bytes`: a key must
+/// be able to hold a value beside a concurrent one.
+#[test]
+fn a_record_limit_below_two_values_is_refused_naming_both_options() {
+    let stderr = refusal_with(&["--max-value-bytes", "1000", "--max-object-bytes", "1999"]);
     assert!(
         stderr.contains("--max-object-bytes") && stderr.contains("--max-value-bytes"),
         "{stderr}"
@@ -130,20 +133,10 @@ fn a_record_limit_below_two_values_is_refused_naming_both_options() {
 }
 
 /// A cleanup delay shorter than the settle time would drop copies that nodes which have not
-/// yet heard of a change still read; 0 (on demand only) is accepted.
+/// yet heard of a change still read. (0, on demand only, is what the cleanup tests run.)
 #[test]
 fn a_cleanup_delay_below_the_settle_time_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let stderr = serve_refusal(&[
-        "--node-id",
-        "n1",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-        "--cleanup-delay-secs",
-        "4",
-    ]);
+    let stderr = refusal_with(&["--cleanup-delay-secs", "4"]);
     assert!(
         stderr.contains("--cleanup-delay-secs (4) must be 0") && stderr.contains("at least 5"),
         "{stderr}"

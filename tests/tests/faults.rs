@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quorumkv_tests::history::{check, Promises, Quorum, Recorder, Verdict};
-use quorumkv_tests::workload::{final_state, wait_converged, Fault, Mix, Nemesis, Workload};
+use quorumkv_tests::workload::{
+    final_state, wait_converged, Fault, Mix, Nemesis, Workload, BUCKET,
+};
 use quorumkv_tests::Cluster;
 
 /// Flags of every node of the suite: fault injection for partitions and planted bugs,
@@ -543,4 +545,79 @@ fn the_checker_catches_old_copies_merged_back_after_a_leave() {
         "old copies merged back bring deleted values back, and the checker must say so: {}",
         verdict.summary()
     );
+}
+
+/// Blind writes mostly, with reads and writes that reuse their own last answer's context
+/// (which resolve one sibling each, their own).
+const HOT_KEY_MIX: Mix = Mix {
+    add: 0,
+    read: 10,
+    read_modify_write: 0,
+    reuse_answer: 10,
+    delete: 0,
+};
+
+/// Six clients writing one key through every node, blindly for the most part, with a
+/// sibling limit of `max_siblings`. Returns the verdict, the siblings the key holds at
+/// the end, and how many writes were refused with 409.
+fn hot_key_run(name: &str, max_siblings: &str, seed: u64) -> (Verdict, usize, f64) {
+    let mut args = NODE_ARGS.to_vec();
+    args.extend(["--max-siblings", max_siblings]);
+    let mut cluster = Cluster::start_with(3, &args);
+    // Short and paced: every write of the one key is judged against every other, so the
+    // checker's work grows with the square of the writes.
+    let workload = Workload {
+        register_keys: 1,
+        set_keys: 0,
+        mix: HOT_KEY_MIX,
+        think: Duration::from_millis(10),
+        ..Workload::strict(6, Duration::from_secs(5), seed)
+    };
+    let calm = Nemesis {
+        faults: Vec::new(),
+        hold: (Duration::ZERO, Duration::ZERO),
+        calm: (Duration::ZERO, Duration::ZERO),
+        seed,
+    };
+    let promises = Promises {
+        n: 3,
+        assume_ryw: false,
+    };
+    let verdict = run(name, &mut cluster, &workload, &calm, promises);
+    let key = &workload.register_key_names()[0];
+    let read = cluster.get(0, BUCKET, key.as_bytes(), "r=3");
+    let siblings = match read.status() {
+        reqwest::StatusCode::MULTIPLE_CHOICES => quorumkv_tests::siblings_of(read).len(),
+        reqwest::StatusCode::OK => 1,
+        other => panic!("the final read answered {other}"),
+    };
+    let refused: f64 = (0..3)
+        .map(|i| cluster.metric(i, "quorumkv_http_requests_total", "status=\"409\""))
+        .sum();
+    println!("{name}: the key holds {siblings} siblings; {refused} writes refused with 409");
+    (verdict, siblings, refused)
+}
+
+/// A key holds at most its sibling limit plus one for each other owner: owners mint
+/// concurrently, each against the limit, and a state merged from another replica is
+/// never refused.
+fn within_limit(siblings: usize, limit: usize) -> bool {
+    siblings <= limit + 2
+}
+
+#[test]
+fn many_blind_writers_on_one_key_lose_nothing_and_stay_within_the_sibling_limit() {
+    let (verdict, siblings, refused) = hot_key_run("hot-key", "20", 89);
+    assert!(verdict.valid(), "the checkers found anomalies: {verdict:?}");
+    assert!(verdict.acknowledged_writes >= 100, "{}", verdict.summary());
+    assert!(refused > 0.0, "the workload never reached the limit");
+    assert!(within_limit(siblings, 20), "{siblings} siblings");
+}
+
+/// The negative control of the limit check: with a limit of 200, the same workload leaves
+/// the key with more siblings than a limit of 20 allows, and the check says so.
+#[test]
+fn the_sibling_check_fails_when_the_limit_is_not_enforced() {
+    let (_, siblings, _) = hot_key_run("hot-key-200", "200", 97);
+    assert!(!within_limit(siblings, 20), "only {siblings} siblings");
 }
