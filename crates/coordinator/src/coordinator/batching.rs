@@ -468,7 +468,7 @@ mod tests {
         assert_eq!(batch_len([500, 1].into_iter(), 256, 100), 1);
         assert_eq!(batch_len([1, 500].into_iter(), 256, 100), 1);
         // The item cap.
-        assert_eq!(batch_len(std::iter::repeat(0).take(1000), 256, 100), 256);
+        assert_eq!(batch_len(std::iter::repeat_n(0, 1000), 256, 100), 256);
         assert_eq!(batch_len(std::iter::empty(), 256, 100), 0);
     }
 

@@ -134,8 +134,7 @@ impl Coordinator {
             }
             let left = self.store.hint_count();
             if left == 0 || Instant::now() >= deadline {
-                let level_ok = left == 0;
-                if level_ok {
+                if left == 0 {
                     tracing::info!(
                         delivered,
                         passed_on,
@@ -169,17 +168,17 @@ impl Coordinator {
             let owner = owner.clone();
             let walk = ring.preference_list(&hint.bucket, &hint.key, walk_len);
             async move {
-                let n = this.replication_factor(&hint.bucket)?;
+                let Some(n) = this.replication_factor(&hint.bucket) else {
+                    return false;
+                };
                 // A fallback (past the key's n owners) adds a copy; an owner that is up
                 // already has one, but keeps the hint as well as anyone.
                 let (owners, fallbacks) = walk.split_at(n.min(walk.len()));
-                let keeper = fallbacks
-                    .iter()
-                    .chain(owners)
-                    .find(|node| {
-                        **node != this.node && **node != owner && this.membership.is_up(node)
-                    })?
-                    .clone();
+                let Some(keeper) = fallbacks.iter().chain(owners).find(|node| {
+                    **node != this.node && **node != owner && this.membership.is_up(node)
+                }) else {
+                    return false;
+                };
                 let request = Request::MergeHint {
                     owner: owner.clone(),
                     bucket: hint.bucket.clone(),
@@ -187,27 +186,17 @@ impl Coordinator {
                     object: hint.object.clone(),
                 };
                 let deadline = Instant::now() + REPLAY_TIMEOUT;
-                if !matches!(
-                    this.call_replica(&keeper, request, deadline).await,
+                let passed = matches!(
+                    this.call_replica(keeper, request, deadline).await,
                     Ok(Response::Ack)
-                ) {
-                    return None;
-                }
-                let store = Arc::clone(&this.store);
-                let name = owner.as_str().to_string();
-                tokio::task::spawn_blocking(move || {
-                    store.remove_hint_if_unchanged(&name, &hint.bucket, &hint.key, &hint.object)
-                })
-                .await
-                .ok()?
-                .ok()
-                .filter(|removed| *removed)
+                );
+                passed && this.forget_hint(&owner, hint).await == Some(true)
             }
         }))
         .buffer_unordered(REPLAY_CONCURRENCY);
         let mut moved = 0;
         while let Some(done) = sends.next().await {
-            if done.is_some() {
+            if done {
                 moved += 1;
                 metrics::counter!("quorumkv_hints_passed_on_total").increment(1);
             }
@@ -229,20 +218,8 @@ impl Coordinator {
                 };
                 let deadline = Instant::now() + REPLAY_TIMEOUT;
                 match this.call_replica(&owner, request, deadline).await {
-                    Ok(Response::Ack) => {
-                        let store = Arc::clone(&this.store);
-                        let name = owner.as_str().to_string();
-                        tokio::task::spawn_blocking(move || {
-                            store.remove_hint_if_unchanged(
-                                &name,
-                                &hint.bucket,
-                                &hint.key,
-                                &hint.object,
-                            )
-                        })
-                        .await
-                        .is_ok_and(|r| r.is_ok())
-                    }
+                    // Delivered, whether or not the hint grew meanwhile (then it stays).
+                    Ok(Response::Ack) => this.forget_hint(&owner, hint).await.is_some(),
                     _ => false,
                 }
             }
@@ -257,5 +234,18 @@ impl Coordinator {
             }
         }
         (replayed, failed)
+    }
+
+    /// Removes a hint its owner, or another node, now holds, unless it grew meanwhile:
+    /// whether it was removed, or `None` when the store failed.
+    async fn forget_hint(self: &Arc<Self>, owner: &NodeId, hint: Hint) -> Option<bool> {
+        let store = Arc::clone(&self.store);
+        let name = owner.as_str().to_string();
+        tokio::task::spawn_blocking(move || {
+            store.remove_hint_if_unchanged(&name, &hint.bucket, &hint.key, &hint.object)
+        })
+        .await
+        .ok()?
+        .ok()
     }
 }
