@@ -885,10 +885,17 @@ fn display_key(bucket: &[u8], key: &[u8]) -> String {
 /// A one-version object of `text`, minted by a fixed actor: for the store's unit tests.
 #[cfg(test)]
 fn test_object(text: &str) -> VersionedObject {
+    test_object_by(1, text)
+}
+
+/// A one-version object of `text` minted by `actor`: concurrent with those of other
+/// actors.
+#[cfg(test)]
+fn test_object_by(actor: u64, text: &str) -> VersionedObject {
     let mut object = VersionedObject::new();
     object
         .update(
-            crate::version::ActorId(1),
+            crate::version::ActorId(actor),
             &VersionVector::new(),
             Value::data("t", text.as_bytes().to_vec()),
         )

@@ -366,23 +366,15 @@ fn now_millis() -> u64 {
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
     use super::*;
-    use crate::object::Value;
-    use crate::store::test_object as object;
     use crate::store::StoreOptions;
-    use crate::version::{ActorId, VersionVector};
+    use crate::store::{test_object as object, test_object_by as object_by};
 
     #[test]
     fn an_expiry_spares_hints_refreshed_or_delivered_after_its_scan() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         let a = object("a");
-        let mut b = VersionedObject::new();
-        b.update(
-            ActorId(2),
-            &VersionVector::new(),
-            Value::data("t", b"b".to_vec()),
-        )
-        .unwrap();
+        let b = object_by(2, "b");
         store
             .store_hint("node2", b"b", b"k1", &a, 10)
             .unwrap()
@@ -443,13 +435,7 @@ mod tests {
             vec![b"k1".to_vec(), b"k2".to_vec()]
         );
         // A second hint for the same key merges.
-        let mut b = VersionedObject::new();
-        b.update(
-            ActorId(2),
-            &VersionVector::new(),
-            Value::data("t", b"b".to_vec()),
-        )
-        .unwrap();
+        let b = object_by(2, "b");
         store
             .store_hint("node2", b"b", b"k1", &b, 10)
             .unwrap()
