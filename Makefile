@@ -37,11 +37,11 @@ test: deps ## run every test: unit, property, end-to-end against real processes,
 	$(CARGO) test $(PROFILE) --workspace -- --test-threads=$(TEST_THREADS)
 	@$(MAKE) --no-print-directory fuzz-smoke
 
-soak: deps ## the fault suite for SOAK_SECONDS (default 600; the delete workload half, churn the whole) instead of its CI-sized run
+soak: deps ## the fault suite for SOAK_SECONDS (default 600; the delete and restore workloads half, churn the whole) instead of its CI-sized run
 	$(CARGO) build $(PROFILE) --workspace --bins
 	QUORUMKV_SOAK_SECONDS=$(SOAK_SECONDS) $(CARGO) test $(PROFILE) -p quorumkv-tests --test faults \
 		-- --nocapture no_acknowledged_write_is_lost deletes_and_recreations_with_reaping \
-		deletes_while_nodes_join_and_leave
+		deletes_while_nodes_join_and_leave nodes_restored_from_copies
 
 fuzz-smoke: deps ## run each fuzz target for FUZZ_SMOKE_SECONDS (installs cargo-fuzz if missing)
 	@scripts/fuzz.sh $(FUZZ_SMOKE_SECONDS)

@@ -111,6 +111,21 @@ pub fn free_port_on(ip: Ipv4Addr) -> u16 {
     panic!("no free port in {NODE_PORTS:?}");
 }
 
+/// Copies the directory tree `from` to `to`, creating `to`.
+pub fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
 /// One node of a test cluster.
 pub struct Node {
     /// Node id.
@@ -496,6 +511,37 @@ impl Cluster {
                     .expect("peers see the restarted node up");
             }
         }
+    }
+
+    /// Stops node `i` cleanly, copies its data directory (a backup of a stopped node, as an
+    /// operator copies a volume), restarts it, and returns where the copy is.
+    pub fn back_up(&mut self, i: usize) -> PathBuf {
+        assert!(
+            self.terminate(i).success(),
+            "node {i} stops cleanly for its backup"
+        );
+        let copy = self
+            ._dir
+            .path()
+            .join(format!("{}.backup", self.nodes[i].id));
+        if copy.exists() {
+            std::fs::remove_dir_all(&copy).expect("remove an earlier backup");
+        }
+        copy_dir(&self.nodes[i].data_dir, &copy).expect("copy the data directory");
+        self.restart(i);
+        copy
+    }
+
+    /// Stops node `i` cleanly, replaces its data directory with `copy` (from
+    /// [`Cluster::back_up`]), and restarts it on the restored state.
+    pub fn restore(&mut self, i: usize, copy: &Path) {
+        assert!(
+            self.terminate(i).success(),
+            "node {i} stops cleanly for its restore"
+        );
+        std::fs::remove_dir_all(&self.nodes[i].data_dir).expect("remove the data directory");
+        copy_dir(copy, &self.nodes[i].data_dir).expect("restore the data directory");
+        self.restart(i);
     }
 
     /// Starts one more node, `node<k>`, whose seeds are the nodes `seeds` only (not itself,

@@ -611,6 +611,10 @@ pub enum Fault {
     Pause,
     /// Delay, jitter and loss on one node's link (network namespaces only).
     Netem,
+    /// A clean stop, a copy of the data directory and a restart; after the hold, a clean
+    /// stop, the copy put back and a restart: the node forgets whatever it stored in
+    /// between, as one restored from a backup does.
+    Restore,
 }
 
 /// The nemesis's settings.
@@ -673,6 +677,11 @@ impl Nemesis {
                     cluster.kill(victim);
                     sleep(hold);
                     cluster.restart(victim);
+                }
+                Fault::Restore => {
+                    let copy = cluster.back_up(victim);
+                    sleep(hold);
+                    cluster.restore(victim, &copy);
                 }
                 Fault::Pause => {
                     cluster.pause(victim);

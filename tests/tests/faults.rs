@@ -453,6 +453,82 @@ fn the_checker_catches_tombstones_reaped_without_the_owners_agreeing() {
     );
 }
 
+/// The restore workload: the main mix over more keys, so that a restored node's stale
+/// records meet many of the keys written since its copy.
+fn restores(seed: u64, duration: Duration) -> Workload {
+    Workload {
+        register_keys: 40,
+        ..Workload::strict(6, duration, seed)
+    }
+}
+
+/// The restore nemesis: a node is copied while stopped and, after the hold, put back to
+/// that copy ([`Fault::Restore`]), between kills and pauses.
+fn restore_nemesis(seed: u64) -> Nemesis {
+    Nemesis {
+        faults: vec![Fault::Restore, Fault::Restore, Fault::Kill, Fault::Pause],
+        hold: (Duration::from_millis(2_000), Duration::from_millis(4_000)),
+        calm: (Duration::from_millis(300), Duration::from_millis(1_000)),
+        seed,
+    }
+}
+
+/// Nodes restored from copies of their data directories forget what they stored since the
+/// copy, dots they minted included; the other replicas still hold those writes. The
+/// restored node must never mint those dots again (a new actor at every start), or its
+/// new writes would be dropped as already seen.
+#[test]
+fn nodes_restored_from_copies_of_their_data_lose_no_acknowledged_write() {
+    let mut cluster = Cluster::start_with(3, NODE_ARGS);
+    let verdict = run(
+        "restores",
+        &mut cluster,
+        &restores(89, run_length() / 2),
+        &restore_nemesis(97),
+        Promises {
+            n: 3,
+            assume_ryw: false,
+        },
+    );
+    assert!(verdict.valid(), "the checkers found anomalies: {verdict:?}");
+    assert!(
+        verdict.acknowledged_writes >= 100,
+        "too few acknowledged writes to judge: {}",
+        verdict.summary()
+    );
+}
+
+/// The negative control: stores that keep their actor from one start to the next (the
+/// planted `reuse-actor-across-starts`), as releases that kept it across a clean close
+/// did. A restored node then counts its dots again from the copy's, mints dots the other
+/// replicas cover, and they drop its writes: the checker must report them lost.
+#[test]
+fn the_checker_catches_restored_nodes_that_mint_their_old_dots_again() {
+    let mut cluster = Cluster::start_with(3, NODE_ARGS);
+    for node in 0..3 {
+        cluster.plant_fault(node, "reuse-actor-across-starts");
+    }
+    let verdict = run(
+        "reuse-actor-across-starts",
+        &mut cluster,
+        &restores(101, Duration::from_secs(15)),
+        &Nemesis {
+            faults: vec![Fault::Restore],
+            ..restore_nemesis(103)
+        },
+        Promises {
+            n: 3,
+            assume_ryw: false,
+        },
+    );
+    assert!(
+        verdict.lost_count() > 0,
+        "a restored node that mints its old dots again loses writes, and the checker must \
+         say so: {}",
+        verdict.summary()
+    );
+}
+
 /// Membership churn for [`churn_run`]: a fresh node joins (the three first nodes lose
 /// partitions to it), stays for a few seconds (deletes of keys it now owns are reaped
 /// meanwhile), then leaves and exits (the partitions go back); again while at least 15 s

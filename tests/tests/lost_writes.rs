@@ -5,11 +5,10 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with its location
 
-use std::path::Path;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use quorumkv_tests::{context_of, siblings_of, Cluster};
+use quorumkv_tests::{context_of, copy_dir, siblings_of, Cluster};
 use reqwest::StatusCode;
 
 /// Reads `bucket`/`key` at `r=3` through every node and asserts the live values.
@@ -34,19 +33,6 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     while !done() {
         assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
         sleep(Duration::from_millis(100));
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
     }
 }
 
@@ -145,14 +131,14 @@ fn a_node_restored_from_a_copy_of_its_data_directory_loses_no_write() {
     let backup = tempfile::TempDir::new().unwrap();
     let copy = backup.path().join("node1");
     assert!(cluster.terminate(0).success());
-    copy_dir(cluster.nodes[0].data_dir(), &copy);
+    copy_dir(cluster.nodes[0].data_dir(), &copy).unwrap();
     cluster.restart(0);
 
     let put = cluster.put(0, "restore", b"k", b"after-the-copy", "w=3", None);
     assert_eq!(put.status(), StatusCode::NO_CONTENT);
     assert!(cluster.terminate(0).success());
     std::fs::remove_dir_all(cluster.nodes[0].data_dir()).unwrap();
-    copy_dir(&copy, cluster.nodes[0].data_dir());
+    copy_dir(&copy, cluster.nodes[0].data_dir()).unwrap();
     cluster.restart(0);
 
     let put = cluster.put(0, "restore", b"k", b"after-the-restore", "w=3", None);

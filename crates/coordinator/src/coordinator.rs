@@ -486,9 +486,18 @@ impl Coordinator {
 
     /// Plants a bug in this replica (see [`planted`]); only a node started with fault
     /// injection exposes this.
-    pub fn set_planted_fault(&self, fault: planted::ReplicaFault) {
+    ///
+    /// Blocking: the actor-reuse bug is a durable mark in the store, written (or removed)
+    /// by every call.
+    ///
+    /// # Errors
+    /// The store's, if the mark cannot be written; the switch is then left as it was.
+    pub fn set_planted_fault(&self, fault: planted::ReplicaFault) -> Result<(), StoreError> {
         tracing::warn!(?fault, "fault injection: replica fault planted");
+        self.store
+            .plant_actor_reuse(fault == planted::ReplicaFault::ReuseActorAcrossStarts)?;
         self.planted.set(fault);
+        Ok(())
     }
 
     /// The bug this replica plays, normally [`planted::ReplicaFault::None`].

@@ -23,6 +23,8 @@ use axum::{Json, Router};
 use quorumkv_coordinator::{Coordinator, ReplicaFault};
 use serde::{Deserialize, Serialize};
 
+use crate::error::ApiError;
+
 /// The addresses this node's transport refuses to send to.
 #[derive(Debug, Default)]
 pub struct FaultSwitch {
@@ -68,7 +70,8 @@ pub struct Partition {
 #[serde(deny_unknown_fields)]
 pub struct PlantedFault {
     /// `none`, `ack-without-storing`, `last-write-wins`, `whole-clock-answers`,
-    /// `ignore-reap-requests`, `reap-without-agreement` or `keep-old-copies`.
+    /// `ignore-reap-requests`, `reap-without-agreement`, `keep-old-copies` or
+    /// `reuse-actor-across-starts`.
     pub fault: ReplicaFault,
 }
 
@@ -111,8 +114,17 @@ async fn set_replica_fault(
     State(faults): State<Faults>,
     Json(planted): Json<PlantedFault>,
 ) -> Response {
-    faults.coordinator.set_planted_fault(planted.fault);
-    StatusCode::NO_CONTENT.into_response()
+    let coordinator = Arc::clone(&faults.coordinator);
+    match tokio::task::spawn_blocking(move || coordinator.set_planted_fault(planted.fault)).await {
+        Ok(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Ok(Err(error)) => internal(error.to_string()),
+        Err(error) => internal(error.to_string()),
+    }
+}
+
+/// A test-only route's failure to write its mark: the node's fault, not the caller's.
+fn internal(message: String) -> Response {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message).into_response()
 }
 
 async fn get_replica_fault(State(faults): State<Faults>) -> Json<PlantedFault> {

@@ -112,6 +112,9 @@ const META_ACTOR_ID: &[u8] = b"store/actor_id";
 /// Meta key that earlier releases wrote at a clean close, to keep their actor across it.
 /// Every open now takes a new actor; an open deletes a mark left by an earlier release.
 const META_CLEAN_CLOSE: &[u8] = b"store/clean_close";
+/// Meta key of a planted bug (see [`Store::plant_actor_reuse`]): while present, an open
+/// keeps the actor of the last start, as releases before per-start actors did.
+const META_PLANTED_ACTOR_REUSE: &[u8] = b"store/planted_actor_reuse";
 /// Namespace of meta keys written through [`Store::put_meta`].
 const META_NODE_PREFIX: &[u8] = b"node/";
 
@@ -244,6 +247,9 @@ pub struct Store {
     actor: ActorId,
     /// The highest counter `actor` has minted, for any key; the next dot is above it.
     minted: AtomicU64,
+    /// The planted bug of [`Store::plant_actor_reuse`]: each key's next dot counts from
+    /// its record alone, not from `minted`.
+    count_per_key: bool,
     /// [`StoreOptions::max_siblings`].
     max_siblings: usize,
     /// [`StoreOptions::max_object_bytes`].
@@ -368,7 +374,7 @@ impl Store {
                 .map(|&name| ColumnFamilyDescriptor::new(name, column_family_options(&cache))),
         );
         let mut db = DB::open_cf_descriptors(&db_options, path, column_families)?;
-        let actor = start_incarnation(&db)?;
+        let (actor, planted_reuse) = start_incarnation(&db)?;
         legacy::migrate(&mut db, &legacy)?;
         let aae = antientropy::HashTrees::open(&db, options.partition_bits)?;
         tracing::info!(path = %path.display(), %actor, "replica store opened");
@@ -385,6 +391,7 @@ impl Store {
             db,
             actor,
             minted: AtomicU64::new(0),
+            count_per_key: planted_reuse,
             max_siblings: options.max_siblings,
             max_object_bytes: options.max_object_bytes,
             sync: options.sync,
@@ -412,6 +419,30 @@ impl Store {
         self.actor
     }
 
+    /// Plants, or with `on` false removes, a bug for the fault suite's negative control
+    /// of restores: every later open keeps the actor of the start before it, and each
+    /// key's next dot counts from what its record on disk holds, as releases that kept
+    /// their actor across a clean close did. A directory restored from a copy then mints
+    /// dots that other replicas already cover (see [`Store::open`]). The mark is durable
+    /// and lives in the data directory, so a copy taken after planting carries it.
+    /// Reached only through the fault-injection route of a node started to allow it.
+    ///
+    /// # Errors
+    /// [`StoreError::Db`] if the mark cannot be written.
+    pub fn plant_actor_reuse(&self, on: bool) -> Result<(), StoreError> {
+        let meta = column_family(&self.db, CF_META)?;
+        let mut durable = WriteOptions::default();
+        durable.set_sync(true);
+        if on {
+            self.db
+                .put_cf_opt(meta, META_PLANTED_ACTOR_REUSE, [1], &durable)?;
+        } else {
+            self.db
+                .delete_cf_opt(meta, META_PLANTED_ACTOR_REUSE, &durable)?;
+        }
+        Ok(())
+    }
+
     /// Mints this actor's next dot for `object`: drops what `context` covers and adds
     /// `value` (see [`VersionedObject::update_from`]). The caller holds the key's lock.
     /// Refuses, leaving `object` as it was, a write that would leave the key with more
@@ -434,7 +465,11 @@ impl Store {
                 max: self.max_object_bytes,
             });
         }
-        let floor = self.minted.load(Ordering::Relaxed).saturating_add(1);
+        let floor = if self.count_per_key {
+            1
+        } else {
+            self.minted.load(Ordering::Relaxed).saturating_add(1)
+        };
         let dot = object
             .update_from(self.actor, floor, context, value)
             .map_err(StoreError::Version)?;
@@ -778,12 +813,19 @@ impl Drop for Store {
 }
 
 /// Starts this open of the store with a new actor id, durably stored before any dot can
-/// be minted under it (see [`Store::open`] for why every open takes one).
-fn start_incarnation(db: &DB) -> Result<ActorId, StoreError> {
+/// be minted under it (see [`Store::open`] for why every open takes one). Also says
+/// whether the planted bug of [`Store::plant_actor_reuse`] kept the last start's instead.
+fn start_incarnation(db: &DB) -> Result<(ActorId, bool), StoreError> {
     let meta = column_family(db, CF_META)?;
     let mut durable = WriteOptions::default();
     durable.set_sync(true);
     let previous = read_actor(db)?;
+    if let Some(previous) = previous {
+        if db.get_cf(meta, META_PLANTED_ACTOR_REUSE)?.is_some() {
+            tracing::warn!(%previous, "fault injection: the last start's actor is reused");
+            return Ok((previous, true));
+        }
+    }
     // Random rather than derived from the node's name or a counter on disk, which a
     // restored copy of the directory would hold at an earlier value.
     let actor = ActorId(rand::random());
@@ -795,7 +837,7 @@ fn start_incarnation(db: &DB) -> Result<ActorId, StoreError> {
         Some(previous) => tracing::info!(%previous, %actor, "new actor id for this start"),
         None => tracing::info!(%actor, "new actor id minted for a new database"),
     }
-    Ok(actor)
+    Ok((actor, false))
 }
 
 /// Reads the actor id of the last start, if there was one.

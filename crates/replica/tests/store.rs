@@ -116,6 +116,24 @@ fn every_open_takes_a_new_actor() {
     assert_ne!(open(other.path()).actor(), first);
 }
 
+/// The planted bug of the restore control keeps the actor across opens while its mark is
+/// on, and only then: without it the control would prove nothing.
+#[test]
+fn the_planted_actor_reuse_keeps_the_actor_until_removed() {
+    let dir = TempDir::new().unwrap();
+    let planted = {
+        let store = open(dir.path());
+        store.plant_actor_reuse(true).unwrap();
+        store.actor()
+    };
+    assert_eq!(open(dir.path()).actor(), planted);
+    let store = open(dir.path());
+    assert_eq!(store.actor(), planted);
+    store.plant_actor_reuse(false).unwrap();
+    drop(store);
+    assert_ne!(open(dir.path()).actor(), planted);
+}
+
 #[test]
 fn a_store_reopened_keeps_its_data_and_mints_under_its_new_actor() {
     let dir = TempDir::new().unwrap();

@@ -25,6 +25,10 @@
 //! - [`ReplicaFault::KeepOldCopies`]: a node keeps its copies of the partitions it loses
 //!   in a membership change and merges them back when it regains them, as every release
 //!   before cleanup did: keys deleted and reaped meanwhile come back.
+//! - [`ReplicaFault::ReuseActorAcrossStarts`]: the store keeps its actor from one start to
+//!   the next (see `Store::plant_actor_reuse`), as releases that kept it across a clean
+//!   close did. A node restored from a copy of its data directory then mints dots that
+//!   the other replicas already cover, and they drop its new writes as already seen.
 //!
 //! The switch is set through a route that exists only on a node started with
 //! `--fault-injection`; a production node has no way to turn it on.
@@ -56,6 +60,8 @@ pub enum ReplicaFault {
     ReapWithoutAgreement,
     /// Keep the copies of lost partitions, and merge them back on regaining them.
     KeepOldCopies,
+    /// Keep the store's actor across starts, from the next start on.
+    ReuseActorAcrossStarts,
 }
 
 impl ReplicaFault {
@@ -68,6 +74,7 @@ impl ReplicaFault {
             Self::IgnoreReapRequests => 4,
             Self::ReapWithoutAgreement => 5,
             Self::KeepOldCopies => 6,
+            Self::ReuseActorAcrossStarts => 7,
         }
     }
 
@@ -79,6 +86,7 @@ impl ReplicaFault {
             4 => Self::IgnoreReapRequests,
             5 => Self::ReapWithoutAgreement,
             6 => Self::KeepOldCopies,
+            7 => Self::ReuseActorAcrossStarts,
             _ => Self::None,
         }
     }
