@@ -179,6 +179,55 @@ fn the_101st_blind_write_to_one_key_is_refused_and_the_100_before_it_stay() {
     assert_everywhere(&cluster, "siblings", b"k", &[b"resolved"]);
 }
 
+/// A key's clock is bounded by `--max-clock-entries`: each node mints the writes it
+/// coordinates under its own actor, so with a limit of 2 the third node's write is refused
+/// with 409 `clock_too_large` and stores nothing; the delete is accepted, and once its
+/// tombstone is reaped the key is written afresh under a new clock.
+#[test]
+fn a_write_that_would_pass_the_clock_limit_is_refused_and_the_key_can_start_anew() {
+    let cluster = Cluster::start_with(
+        3,
+        &[
+            "--max-clock-entries",
+            "2",
+            "--tombstone-grace-secs",
+            "1",
+            "--hint-ttl-secs",
+            "1",
+        ],
+    );
+    let first = cluster.put(0, "clocks", b"k", b"one", "w=3", None);
+    assert_eq!(first.status(), StatusCode::NO_CONTENT);
+    let second = cluster.put(
+        1,
+        "clocks",
+        b"k",
+        b"two",
+        "w=3",
+        context_of(&first).as_deref(),
+    );
+    assert_eq!(second.status(), StatusCode::NO_CONTENT);
+    let context = context_of(&second).unwrap();
+
+    let refused = cluster.put(2, "clocks", b"k", b"three", "w=3", Some(&context));
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    let body: serde_json::Value = refused.json().unwrap();
+    assert_eq!(body["error"], "clock_too_large", "{body}");
+    assert_everywhere(&cluster, "clocks", b"k", &[b"two"]);
+
+    let deleted = cluster.delete(2, "clocks", b"k", "w=3", Some(&context));
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert_everywhere(&cluster, "clocks", b"k", &[]);
+    wait_until(
+        "the delete reaped by every owner",
+        Duration::from_secs(30),
+        || total(&cluster, &[0, 1, 2], "quorumkv_tombstones_reaped_total") >= 3.0,
+    );
+    let again = cluster.put(2, "clocks", b"k", b"anew", "w=3", None);
+    assert_eq!(again.status(), StatusCode::NO_CONTENT);
+    assert_everywhere(&cluster, "clocks", b"k", &[b"anew"]);
+}
+
 /// A key's record is bounded by `--max-object-bytes`: a blind write that would pass it is
 /// refused with 413 `object_too_large` and stores nothing; a write that replaces the
 /// siblings it saw fits again.

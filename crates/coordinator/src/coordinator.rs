@@ -807,6 +807,7 @@ fn store_error(error: &StoreError) -> Response {
         StoreError::Invalid(_) | StoreError::Version(_) => RemoteErrorKind::BadRequest,
         StoreError::TooManySiblings { .. } => RemoteErrorKind::TooManySiblings,
         StoreError::ObjectTooLarge { .. } => RemoteErrorKind::ObjectTooLarge,
+        StoreError::ClockTooLarge { .. } => RemoteErrorKind::ClockTooLarge,
         _ => RemoteErrorKind::Storage,
     };
     Response::Error {

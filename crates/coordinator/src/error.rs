@@ -138,6 +138,11 @@ pub enum CoordinatorError {
     /// stored.
     #[error("{0}")]
     ObjectTooLarge(String),
+    /// The write would give the key's clock more entries than its owners keep; nothing
+    /// was stored. A delete is accepted, and the key written after its tombstone is
+    /// reaped starts a new clock.
+    #[error("{0}")]
+    ClockTooLarge(String),
 }
 
 impl CoordinatorError {

@@ -231,6 +231,8 @@ pub enum RemoteErrorKind {
     TooManySiblings,
     /// The key's record would be over the size limit.
     ObjectTooLarge,
+    /// The key's clock would hold more entries than the limit.
+    ClockTooLarge,
 }
 
 /// A body that could not be decoded.

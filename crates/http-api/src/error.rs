@@ -122,6 +122,9 @@ impl From<CoordinatorError> for ApiError {
                 "object_too_large",
                 error.to_string(),
             ),
+            CoordinatorError::ClockTooLarge(_) => {
+                Self::new(StatusCode::CONFLICT, "clock_too_large", error.to_string())
+            }
             CoordinatorError::Internal(_) => {
                 tracing::error!(%error, "internal error");
                 Self::new(

@@ -112,6 +112,19 @@ pub enum StoreError {
         /// The limit.
         max: usize,
     },
+    /// A write would give the key's clock more entries than the store keeps; nothing was
+    /// stored. Deletes are not refused: a key deleted and written again once its
+    /// tombstone is reaped starts a new clock.
+    #[error(
+        "the key's clock would hold {entries} entries, over the limit of {max}; delete the \
+         key and write it again once the delete is reaped"
+    )]
+    ClockTooLarge {
+        /// The entries and exceptions the clock would hold.
+        entries: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 impl StoreError {

@@ -84,7 +84,7 @@ pub use object::{Sibling, UpdatePreview, Value, VersionedObject};
 pub use store::{
     ColumnFamilyStats, Dropped, EngineStats, GroupWrite, Hint, HintRefusal, Store, StoreOptions,
     SyncPolicy, Tombstone, TombstonePage, Wait, WouldBlock, DEFAULT_BLOCK_CACHE_BYTES,
-    DEFAULT_MAX_OBJECT_BYTES, DEFAULT_MAX_SIBLINGS, DEFAULT_MEMTABLE_BUDGET_BYTES,
-    MIN_MEMTABLE_BUDGET_BYTES,
+    DEFAULT_MAX_CLOCK_ENTRIES, DEFAULT_MAX_OBJECT_BYTES, DEFAULT_MAX_SIBLINGS,
+    DEFAULT_MEMTABLE_BUDGET_BYTES, MIN_MEMTABLE_BUDGET_BYTES,
 };
 pub use version::{encode_compatible, with_format, ActorId, Dot, VersionVector, WireFormat};

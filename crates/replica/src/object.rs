@@ -61,6 +61,10 @@ pub struct UpdatePreview {
     pub siblings: usize,
     /// The object's approximate size afterwards, in bytes.
     pub bytes: usize,
+    /// The entries and exceptions its clock would hold afterwards (an upper bound: the
+    /// exceptions of the object's clock and of the context are counted as if none of
+    /// them were settled by the other).
+    pub clock_entries: usize,
 }
 
 /// The allowance of [`VersionedObject::approximate_size`] for one dot or clock entry: an
@@ -296,11 +300,16 @@ impl VersionedObject {
         values + PER_DOT * (self.clock.len() + self.clock.unseen().len())
     }
 
-    /// What [`VersionedObject::update`] with `context` and `value` would leave, without
-    /// doing it: how many siblings it would resolve, how many the object would hold, and
+    /// What [`VersionedObject::update`] by `actor` with `context` and `value` would leave,
+    /// without doing it: how many siblings it would resolve, how many the object would hold, and
     /// its [`VersionedObject::approximate_size`] (an upper bound: the context's entries
     /// are counted as if all were new).
-    pub fn preview_update(&self, context: &VersionVector, value: &Value) -> UpdatePreview {
+    pub fn preview_update(
+        &self,
+        actor: ActorId,
+        context: &VersionVector,
+        value: &Value,
+    ) -> UpdatePreview {
         let (resolved, resolved_bytes) = self
             .siblings
             .iter()
@@ -308,9 +317,19 @@ impl VersionedObject {
             .fold((0, 0), |(n, bytes), s| {
                 (n + 1, bytes + value_size(&s.value))
             });
+        let mut actors: Vec<ActorId> = self
+            .clock
+            .iter()
+            .chain(context.iter())
+            .map(|(actor, _)| actor)
+            .chain([actor])
+            .collect();
+        actors.sort_unstable();
+        actors.dedup();
         UpdatePreview {
             resolved,
             siblings: self.siblings.len() - resolved + 1,
+            clock_entries: actors.len() + self.clock.unseen().len() + context.unseen().len(),
             bytes: self.approximate_size() - resolved_bytes
                 + value_size(value)
                 + PER_DOT * (1 + context.len() + context.unseen().len()),

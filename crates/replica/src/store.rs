@@ -184,12 +184,22 @@ pub struct StoreOptions {
     /// The largest record a write minted here may leave a key with, in bytes, counted
     /// as [`VersionedObject::approximate_size`] (default [`DEFAULT_MAX_OBJECT_BYTES`]).
     pub max_object_bytes: usize,
+    /// The most entries and exceptions a key's clock may reach through a write minted
+    /// here (default [`DEFAULT_MAX_CLOCK_ENTRIES`]); deletes are never refused for it,
+    /// as deleting the key and writing it again once the tombstone is reaped is how a
+    /// key starts a new clock. Merges are never refused either.
+    pub max_clock_entries: usize,
 }
 
 /// Default of [`StoreOptions::max_siblings`].
 pub const DEFAULT_MAX_SIBLINGS: usize = 100;
 /// Default of [`StoreOptions::max_object_bytes`]: 64 MiB.
 pub const DEFAULT_MAX_OBJECT_BYTES: usize = 64 * 1024 * 1024;
+/// Default of [`StoreOptions::max_clock_entries`]. Each start of a node takes a new actor
+/// (see [`Store::open`]), so a key's clock gains an entry for every start of an owner
+/// that mints a write of it afterwards; 256 entries fit a causal context token of under
+/// 7 KiB, within the 8 KiB a client may send back.
+pub const DEFAULT_MAX_CLOCK_ENTRIES: usize = 256;
 
 impl Default for StoreOptions {
     fn default() -> Self {
@@ -200,6 +210,7 @@ impl Default for StoreOptions {
             memtable_budget_bytes: DEFAULT_MEMTABLE_BUDGET_BYTES,
             max_siblings: DEFAULT_MAX_SIBLINGS,
             max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
+            max_clock_entries: DEFAULT_MAX_CLOCK_ENTRIES,
         }
     }
 }
@@ -254,6 +265,8 @@ pub struct Store {
     max_siblings: usize,
     /// [`StoreOptions::max_object_bytes`].
     max_object_bytes: usize,
+    /// [`StoreOptions::max_clock_entries`].
+    max_clock_entries: usize,
     sync: SyncPolicy,
     write_options: WriteOptions,
     /// Writes that never fsync, whatever the policy: [`Store::write_group_unsynced`].
@@ -394,6 +407,7 @@ impl Store {
             count_per_key: planted_reuse,
             max_siblings: options.max_siblings,
             max_object_bytes: options.max_object_bytes,
+            max_clock_entries: options.max_clock_entries,
             sync: options.sync,
             write_options,
             write_unsynced,
@@ -453,7 +467,7 @@ impl Store {
         context: &VersionVector,
         value: Value,
     ) -> Result<Dot, StoreError> {
-        let preview = object.preview_update(context, &value);
+        let preview = object.preview_update(self.actor, context, &value);
         if preview.siblings > self.max_siblings && preview.resolved == 0 {
             return Err(StoreError::TooManySiblings {
                 count: object.siblings().len(),
@@ -463,6 +477,12 @@ impl Store {
             return Err(StoreError::ObjectTooLarge {
                 bytes: preview.bytes,
                 max: self.max_object_bytes,
+            });
+        }
+        if preview.clock_entries > self.max_clock_entries && !value.is_tombstone() {
+            return Err(StoreError::ClockTooLarge {
+                entries: preview.clock_entries,
+                max: self.max_clock_entries,
             });
         }
         let floor = if self.count_per_key {

@@ -116,6 +116,46 @@ fn every_open_takes_a_new_actor() {
     assert_ne!(open(other.path()).actor(), first);
 }
 
+/// A write that would give the key's clock more entries than `max_clock_entries` is
+/// refused and changes nothing; a delete with the same context is accepted, however many
+/// entries it brings, because deleting is how a key gets a new clock.
+#[test]
+fn a_write_past_the_clock_limit_is_refused_and_a_delete_is_not() {
+    let dir = TempDir::new().unwrap();
+    let options = StoreOptions {
+        max_clock_entries: 2,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), options).unwrap();
+    store
+        .coordinate(BUCKET, b"k", &VersionVector::new(), text("one"))
+        .unwrap();
+    // Another replica's actor: with this store's own, two entries.
+    let other: VersionVector = [(ActorId(1), 1)].into_iter().collect();
+    let two = store.coordinate(BUCKET, b"k", &other, text("two")).unwrap();
+    assert_eq!(two.clock().len(), 2);
+
+    let third: VersionVector = [(ActorId(2), 1)]
+        .into_iter()
+        .chain(two.clock().iter())
+        .collect();
+    let refused = store.coordinate(BUCKET, b"k", &third, text("three"));
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::ClockTooLarge { entries: 3, max: 2 })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(store.get(BUCKET, b"k").unwrap(), Some(two));
+
+    let deleted = store
+        .coordinate(BUCKET, b"k", &third, Value::Tombstone)
+        .unwrap();
+    assert!(deleted.is_deleted());
+    assert_eq!(deleted.clock().len(), 3);
+}
+
 /// The planted bug of the restore control keeps the actor across opens while its mark is
 /// on, and only then: without it the control would prove nothing.
 #[test]

@@ -113,6 +113,13 @@ pub struct ServeArgs {
     #[arg(long, env = "QUORUMKV_MAX_OBJECT_BYTES", default_value_t = 64 * 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1..=1024 * 1024 * 1024))]
     pub max_object_bytes: u64,
+    /// The most entries a key's clock may hold (one per start of each node that minted a
+    /// write of it): a write that would pass it is refused with 409 `clock_too_large`;
+    /// deletes are not, and a key written again once its delete is reaped starts anew.
+    /// At most 256, so that a causal context always fits the 8 KiB a client sends back.
+    #[arg(long, env = "QUORUMKV_MAX_CLOCK_ENTRIES", default_value_t = 256,
+          value_parser = clap::value_parser!(u16).range(2..=256))]
+    pub max_clock_entries: u16,
     /// The most client and peer connections served at once; more wait until one closes.
     #[arg(long, env = "QUORUMKV_MAX_CONNECTIONS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]

@@ -114,6 +114,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let max_siblings = usize::try_from(args.max_siblings).unwrap_or(usize::MAX);
     let max_object_bytes = usize::try_from(args.max_object_bytes).unwrap_or(usize::MAX);
+    let max_clock_entries = usize::from(args.max_clock_entries);
     let store = tokio::task::spawn_blocking(move || {
         Store::open(
             &data_dir,
@@ -123,6 +124,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 memtable_budget_bytes: mib(memtable_mib),
                 max_siblings,
                 max_object_bytes,
+                max_clock_entries,
                 ..StoreOptions::default()
             },
         )

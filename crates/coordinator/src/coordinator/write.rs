@@ -406,7 +406,8 @@ impl Coordinator {
     }
 }
 
-/// A mint refused for what the write itself is (too many siblings, too large a record):
+/// A mint refused for what the write itself is (too many siblings, too large a record or
+/// clock):
 /// another owner holds the same key and would refuse it too, so the client hears why at
 /// once instead of a quorum failure.
 fn refused_as_written(kind: RemoteErrorKind, message: &str) -> Result<(), CoordinatorError> {
@@ -423,6 +424,7 @@ fn refused_as_written(kind: RemoteErrorKind, message: &str) -> Result<(), Coordi
         RemoteErrorKind::ObjectTooLarge => {
             Err(CoordinatorError::ObjectTooLarge(message.to_string()))
         }
+        RemoteErrorKind::ClockTooLarge => Err(CoordinatorError::ClockTooLarge(message.to_string())),
         _ => Ok(()),
     }
 }
