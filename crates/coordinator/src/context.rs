@@ -150,6 +150,20 @@ mod tests {
         assert_eq!(plain[0], TOKEN_V1);
     }
 
+    /// The largest `--max-clock-entries` (256) keeps every context a client is answered
+    /// with within what it may send back, even with the widest actors and counters, half
+    /// of them exceptions (version 2).
+    #[test]
+    fn a_clock_at_the_largest_entry_limit_fits_a_token() {
+        let wide = |i: u64| ActorId(u64::MAX - i);
+        let entries: VersionVector = (0..128).map(|i| (wide(i), u64::MAX)).collect();
+        let clock = entries.excluding((0..128).map(|i| quorumkv_replica::Dot::new(wide(i), 1)));
+        assert_eq!(clock.len() + clock.unseen().len(), 256);
+        let token = encode_context(&clock);
+        assert!(token.len() <= MAX_TOKEN_LEN, "{} bytes", token.len());
+        assert_eq!(decode_context(&token), Ok(clock));
+    }
+
     #[test]
     fn garbage_is_rejected() {
         for bad in [
