@@ -254,9 +254,43 @@ thread_local! {
     static IN_BATCH: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Decodes the items of a batch, refusing a batch among them. Nesting has no use, and
-/// refusing it bounds the decoder's recursion: a body of nested one-item batches would
-/// otherwise recurse once per two bytes and overflow the stack.
+/// The most items a batch holds: what a sender puts in one at most. The decoder refuses a
+/// batch that announces more before it decodes any item: a request of one-byte items
+/// would otherwise expand each byte into a whole request in memory (one 128 MiB body into
+/// tens of GiB).
+pub const MAX_BATCH_ITEMS: usize = 256;
+
+/// Decodes at most [`MAX_BATCH_ITEMS`] items of a sequence.
+struct Bounded<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Bounded<T> {
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a batch of at most {MAX_BATCH_ITEMS} items")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        let over =
+            |n: usize| A::Error::custom(format!("a batch of {n} items, over {MAX_BATCH_ITEMS}"));
+        if let Some(n) = seq.size_hint().filter(|n| *n > MAX_BATCH_ITEMS) {
+            return Err(over(n));
+        }
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element()? {
+            if items.len() == MAX_BATCH_ITEMS {
+                return Err(over(MAX_BATCH_ITEMS + 1));
+            }
+            items.push(item);
+        }
+        Ok(items)
+    }
+}
+
+/// Decodes the items of a batch, at most [`MAX_BATCH_ITEMS`] of them, refusing a batch
+/// among them. Nesting has no use, and refusing it bounds the decoder's recursion: a body
+/// of nested one-item batches would otherwise recurse once per two bytes and overflow the
+/// stack.
 fn unnested<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
 where
     D: Deserializer<'de>,
@@ -273,7 +307,7 @@ where
         return Err(D::Error::custom("a batch inside a batch"));
     }
     let _leave = Leave;
-    Vec::deserialize(deserializer)
+    deserializer.deserialize_seq(Bounded(std::marker::PhantomData))
 }
 
 /// Frames a message: version byte, then postcard (version 1 unless that would lose an
@@ -392,6 +426,24 @@ mod tests {
         let mut as_v1 = body;
         as_v1[0] = PROTOCOL_V1;
         assert_ne!(decode::<Request>(&as_v1).ok(), Some(plain));
+    }
+
+    /// A batch holds what a sender sends at most: one more item, or a count announced far
+    /// beyond what the body holds, is refused before any item is decoded.
+    #[test]
+    fn a_batch_over_the_item_limit_is_refused() {
+        let full = Request::Batch(vec![Request::Hello; MAX_BATCH_ITEMS]);
+        assert_eq!(decode::<Request>(&encode(&full)), Ok(full));
+        let over = Request::Batch(vec![Request::Hello; MAX_BATCH_ITEMS + 1]);
+        assert!(matches!(
+            decode::<Request>(&encode(&over)),
+            Err(DecodeError::Malformed(_))
+        ));
+        // 2^27 one-byte items announced, three sent: refused by the count alone.
+        let announced = [1, 14, 0x80, 0x80, 0x80, 0x40, 0, 0, 0];
+        assert!(decode::<Request>(&announced).is_err());
+        let answers = Response::Batch(vec![Response::Ack; MAX_BATCH_ITEMS + 1]);
+        assert!(decode::<Response>(&encode(&answers)).is_err());
     }
 
     #[test]

@@ -58,8 +58,9 @@ const GATHER_TURNS: usize = 3;
 /// average, in sixteenths (24: one and a half).
 const BUSY_SIXTEENTHS: u32 = 24;
 
-/// The most requests in one batch; more wait for the next exchange.
-const MAX_BATCH: usize = 256;
+/// The most requests in one batch (what a receiver decodes at most); more wait for the
+/// next exchange.
+const MAX_BATCH: usize = crate::message::MAX_BATCH_ITEMS;
 
 /// The most bytes of requests (by [`weight`]) in one batch; a request heavier than this
 /// leaves in a batch of its own. Far below the internode body limit, which a batch of
