@@ -473,3 +473,35 @@ fn slow_and_greedy_clients_are_cut_off() {
     assert_healthy_and_unchanged(&cluster, 1, b"original");
     report!("4 slow clients cut off; the node is healthy and its data unchanged");
 }
+
+/// A client that sends its whole over-limit body before it reads an answer, as Python's
+/// `http.client` does, still gets the 413: the node reads and drops the body first instead
+/// of answering and closing under the client's writes (which then met a reset connection
+/// and never saw the status).
+#[test]
+fn an_over_limit_body_sent_whole_still_gets_its_413() {
+    let cluster = Cluster::start(1);
+    const MIB: usize = 1024 * 1024;
+    // 24 MiB against the default limit of 1 MiB: far more than the socket buffers hold.
+    let length = 24 * MIB;
+    let head = format!(
+        "PUT /v1/buckets/big/keys/k HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {length}\r\n\r\n"
+    );
+    let mut connection = RawConnection::open(&cluster.nodes[0].addr).unwrap();
+    connection.send(head.as_bytes()).unwrap();
+    let chunk = vec![b'x'; MIB];
+    for sent in 0..length / MIB {
+        if let Err(e) = connection.send(&chunk) {
+            panic!("the node cut the body off after {sent} MiB: {e}");
+        }
+    }
+    match connection.read_response(Duration::from_secs(10)) {
+        RawOutcome::Response(response) => {
+            assert_eq!(response.status, 413);
+            assert_eq!(response.error_code().as_deref(), Some("value_too_large"));
+        }
+        other => panic!("no 413 after the whole body: {other:?}"),
+    }
+    let read = cluster.get(0, "big", b"k", "r=1");
+    assert_eq!(read.status(), StatusCode::NOT_FOUND, "nothing was stored");
+}

@@ -216,11 +216,22 @@ fn content_type_from(headers: &HeaderMap) -> Result<String, ApiError> {
 }
 
 /// The body of a PUT. A value whose declared `Content-Length` is over the limit is
-/// refused with 413 `value_too_large` before any of its body is read: neither the client
-/// nor the node need spend time on a body that will be refused. A body without a length
-/// is counted as it streams in ([`axum::extract::DefaultBodyLimit`]), and how reading it
-/// went is left to the handler, which checks the rest of the request first.
+/// refused with 413 `value_too_large` without being stored. A body without a length is
+/// counted as it streams in ([`axum::extract::DefaultBodyLimit`]), and how reading it went
+/// is left to the handler, which checks the rest of the request first.
+///
+/// Many clients (Python's `http.client`, most simple ones) send the whole body before they
+/// read an answer: had the node answered and closed at once, their writes would meet a
+/// reset connection and they would never see the 413. So an over-limit body of up to
+/// [`DRAIN_LIMIT`] bytes is read and discarded first, as nginx does, giving up after
+/// two seconds without a byte; a client that sent `Expect: 100-continue` waits for the
+/// answer instead, and gets it at once, as does a body past the drain limit.
 pub struct ValueBody(Result<Bytes, BytesRejection>);
+
+/// The largest over-limit body read (and discarded) before the 413 is answered.
+pub const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
+/// How long the drain waits for more of the body before it answers anyway.
+const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl FromRequest<AppState> for ValueBody {
     type Rejection = ApiError;
@@ -232,10 +243,33 @@ impl FromRequest<AppState> for ValueBody {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|length| length > limit as u64) {
+        if let Some(length) = declared.filter(|length| *length > limit as u64) {
+            let waits_for_an_answer = request
+                .headers()
+                .get(header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+            if !waits_for_an_answer && length <= DRAIN_LIMIT {
+                drain(request.into_body(), length).await;
+            }
             return Err(too_large(limit));
         }
         Ok(Self(Bytes::from_request(request, state).await))
+    }
+}
+
+/// Reads and drops up to `length` bytes of `body`, until it ends, fails, or sends nothing
+/// for [`DRAIN_IDLE`].
+async fn drain(body: axum::body::Body, length: u64) {
+    use http_body_util::BodyExt as _;
+    let mut body = body;
+    let mut read = 0u64;
+    while read < length {
+        match tokio::time::timeout(DRAIN_IDLE, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                read += frame.data_ref().map_or(0, |data| data.len() as u64);
+            }
+            _ => return,
+        }
     }
 }
 
