@@ -5,7 +5,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test, with its location
 
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -147,6 +148,139 @@ fn without_the_right_token_or_secret_nothing_is_read_or_changed() {
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
 
+const ADMIN: &str = "admin-token-for-tests-0123456789";
+
+/// Reading and writing keys is not the right to change the cluster: with an admin token
+/// file, a client token on an admin route gets 403 `forbidden` and changes nothing, and an
+/// admin token reaches the admin routes and the data routes. Before, any client token took
+/// a healthy member out for good. A member the failure detector sees up is removed only
+/// with `"force": true` (409 `member_up` otherwise).
+#[test]
+fn admin_routes_need_an_admin_token_and_a_live_member_is_removed_only_by_force() {
+    let files = tempfile::tempdir().unwrap();
+    let (tokens, admins, secret) = (
+        files.path().join("tokens"),
+        files.path().join("admins"),
+        files.path().join("secret"),
+    );
+    std::fs::write(&tokens, format!("{TOKEN}\n")).unwrap();
+    std::fs::write(&admins, format!("# operators\n{ADMIN}\n")).unwrap();
+    std::fs::write(&secret, format!("{SECRET}\n")).unwrap();
+    let cluster = Cluster::start_authenticated(
+        3,
+        &[
+            "--auth-token-file",
+            tokens.to_str().unwrap(),
+            "--admin-token-file",
+            admins.to_str().unwrap(),
+            "--cluster-secret-file",
+            secret.to_str().unwrap(),
+        ],
+        TOKEN,
+    );
+    let http = reqwest::blocking::Client::new();
+    let send =
+        |token: &str, method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {
+            let mut request = http
+                .request(method, format!("{}{path}", cluster.url(0)))
+                .header("authorization", format!("Bearer {token}"));
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            request.send().unwrap()
+        };
+    let props = |token: &str| -> serde_json::Value {
+        send(token, reqwest::Method::GET, "/v1/buckets/adm/props", None)
+            .json()
+            .unwrap()
+    };
+    let states = || -> Vec<String> {
+        let view: serde_json::Value = send(TOKEN, reqwest::Method::GET, "/v1/cluster", None)
+            .json()
+            .unwrap();
+        view["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["state"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let n_before = props(TOKEN)["n"].clone();
+    assert_ne!(n_before, 2);
+
+    let admin_routes = [
+        (reqwest::Method::POST, "/v1/cluster/leave", None),
+        (
+            reqwest::Method::POST,
+            "/v1/cluster/remove",
+            Some(serde_json::json!({"node": "node2", "force": true})),
+        ),
+        (reqwest::Method::POST, "/v1/cluster/cleanup", None),
+        (
+            reqwest::Method::PUT,
+            "/v1/buckets/adm/props",
+            Some(serde_json::json!({"n": 2})),
+        ),
+    ];
+    for (method, path, body) in admin_routes {
+        let refused = send(TOKEN, method, path, body);
+        assert_eq!(
+            error_of(refused),
+            (StatusCode::FORBIDDEN, "forbidden".into()),
+            "{path} with a client token"
+        );
+    }
+    assert_eq!(
+        props(TOKEN)["n"],
+        n_before,
+        "a forbidden request changed nothing"
+    );
+    assert_eq!(states(), ["active"; 3]);
+
+    // The admin token: a bucket's rules, a cleanup, and the data routes too.
+    let set = send(
+        ADMIN,
+        reqwest::Method::PUT,
+        "/v1/buckets/adm/props",
+        Some(serde_json::json!({"n": 2})),
+    );
+    assert_eq!(set.status(), StatusCode::OK);
+    assert_eq!(props(TOKEN)["n"], 2);
+    let cleanup = send(ADMIN, reqwest::Method::POST, "/v1/cluster/cleanup", None);
+    let (status, code) = error_of(cleanup);
+    assert!(
+        status == StatusCode::OK
+            || (status, code.as_str()) == (StatusCode::CONFLICT, "change_in_progress"),
+        "cleanup with the admin token: {status} {code}"
+    );
+    let put = http
+        .put(cluster.key_url(0, "adm", b"k"))
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body("by the admin")
+        .send()
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+
+    // node2 is up: not removed without force, and nothing changes.
+    let remove = |body: serde_json::Value| {
+        send(
+            ADMIN,
+            reqwest::Method::POST,
+            "/v1/cluster/remove",
+            Some(body),
+        )
+    };
+    assert_eq!(
+        error_of(remove(serde_json::json!({"node": "node2"}))),
+        (StatusCode::CONFLICT, "member_up".into())
+    );
+    assert_eq!(states(), ["active"; 3]);
+    let forced = remove(serde_json::json!({"node": "node2", "force": true}));
+    assert_eq!(forced.status(), StatusCode::ACCEPTED);
+    let answer: serde_json::Value = forced.json().unwrap();
+    assert_eq!(answer["state"], "leaving", "{answer}");
+}
+
 #[test]
 fn a_node_with_peers_but_no_cluster_secret_refuses_to_start() {
     let files = tempfile::tempdir().unwrap();
@@ -176,49 +310,258 @@ fn a_node_with_peers_but_no_cluster_secret_refuses_to_start() {
     );
 }
 
+/// A node alone on `port`, started with `args` and no cluster secret (nor one from the
+/// environment), with its data under `dir`; returns it, its address, and whether it
+/// became ready within 20 s.
+fn start_alone(dir: &Path, port: u16, args: &[&str]) -> (Child, String, bool) {
+    let addr = format!("127.0.0.1:{port}");
+    let mut command = Command::new(binary());
+    command
+        .args([
+            "serve",
+            "--node-id",
+            "alone",
+            "--listen",
+            &addr,
+            "--data-dir",
+        ])
+        .arg(dir.join(addr.replace(':', "-")))
+        .args(args)
+        .env_remove("QUORUMKV_CLUSTER_SECRET_FILE")
+        .env_remove("QUORUMKV_SEEDS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = command.spawn().unwrap();
+    let http = reqwest::blocking::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ready = loop {
+        let answer = http
+            .get(format!("http://{addr}/v1/ready"))
+            .timeout(Duration::from_secs(1))
+            .send();
+        if answer.is_ok_and(|r| r.status() == StatusCode::OK) {
+            break true;
+        }
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            break false;
+        }
+        sleep(Duration::from_millis(50));
+    };
+    (child, addr, ready)
+}
+
+fn stop(mut child: Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 #[test]
 fn a_node_alone_needs_no_cluster_secret() {
     let files = tempfile::tempdir().unwrap();
     // No seeds at all, and seeds that name only this node.
-    for seeds in [None, Some("own")] {
-        let addr = format!("127.0.0.1:{}", free_port());
-        let mut command = Command::new(binary());
-        command
-            .args([
-                "serve",
-                "--node-id",
-                "alone",
-                "--listen",
-                &addr,
-                "--data-dir",
-            ])
-            .arg(files.path().join(addr.replace(':', "-")))
-            .env_remove("QUORUMKV_CLUSTER_SECRET_FILE")
-            .env_remove("QUORUMKV_SEEDS")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if seeds.is_some() {
-            command.args(["--seeds", &addr]);
-        }
-        let mut child = command.spawn().unwrap();
-        let http = reqwest::blocking::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let ready = loop {
-            let answer = http
-                .get(format!("http://{addr}/v1/ready"))
-                .timeout(Duration::from_secs(1))
-                .send();
-            if answer.is_ok_and(|r| r.status() == StatusCode::OK) {
-                break true;
-            }
-            if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-                break false;
-            }
-            sleep(Duration::from_millis(50));
-        };
-        let _ = child.kill();
-        let _ = child.wait();
-        assert!(ready, "a node alone (seeds {seeds:?}) did not start");
+    for own_seed in [false, true] {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let args: &[&str] = if own_seed { &["--seeds", &addr] } else { &[] };
+        let (child, _, ready) = start_alone(files.path(), port, args);
+        stop(child);
+        assert!(ready, "a node alone (own seed: {own_seed}) did not start");
     }
+}
+
+/// A node with client tokens and no cluster secret has no peers, and calls itself in
+/// process: its internode routes, the fault routes included, refuse every caller, a client
+/// token holder too. Before, a `Hello` with no credential at all got 200, and through the
+/// same route anyone could read and write every key.
+#[test]
+fn a_node_alone_serves_its_internode_routes_to_nobody() {
+    let files = tempfile::tempdir().unwrap();
+    let tokens = files.path().join("tokens");
+    std::fs::write(&tokens, format!("{TOKEN}\n")).unwrap();
+    let (child, addr, ready) = start_alone(
+        files.path(),
+        free_port(),
+        &[
+            "--auth-token-file",
+            tokens.to_str().unwrap(),
+            "--fault-injection",
+        ],
+    );
+    let http = reqwest::blocking::Client::new();
+    let bearer = format!("Bearer {TOKEN}");
+    let check = || {
+        assert!(ready, "the node did not start");
+        // One node holds one replica of each key: quorums of one.
+        let key = format!("http://{addr}/v1/buckets/alone/keys/k");
+        let put = http
+            .put(format!("{key}?w=1"))
+            .header("authorization", &bearer)
+            .body("v");
+        assert_eq!(put.send().unwrap().status(), StatusCode::NO_CONTENT);
+        let read = http
+            .get(format!("{key}?r=1"))
+            .header("authorization", &bearer)
+            .send()
+            .unwrap();
+        assert_eq!(read.text().unwrap(), "v");
+
+        let rpc = format!("http://{addr}/internal/v1/rpc");
+        let hello = vec![1u8, 0];
+        for authorization in [None, Some(bearer.as_str())] {
+            let mut request = http.post(&rpc).body(hello.clone());
+            if let Some(value) = authorization {
+                request = request.header("authorization", value);
+            }
+            assert_eq!(
+                error_of(request.send().unwrap()),
+                (StatusCode::UNAUTHORIZED, "unauthorized".into()),
+                "internode, {authorization:?}"
+            );
+        }
+        let fault = format!("http://{addr}/internal/v1/fault/replica");
+        assert_eq!(
+            http.get(&fault).send().unwrap().status(),
+            StatusCode::UNAUTHORIZED
+        );
+        let planted = http
+            .put(&fault)
+            .header("authorization", &bearer)
+            .json(&serde_json::json!({ "fault": "last-write-wins" }))
+            .send()
+            .unwrap();
+        assert_eq!(planted.status(), StatusCode::UNAUTHORIZED);
+
+        let view: serde_json::Value = http
+            .get(format!("http://{addr}/v1/cluster"))
+            .header("authorization", &bearer)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(view["fault_injection"], true, "{view}");
+    };
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(check));
+    stop(child);
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// A token anyone could guess stops the node at start, naming the flag and the line but
+/// never quoting the token: the example Secret's placeholder, and anything shorter than
+/// 16 characters, in either token file or as the cluster secret.
+#[test]
+fn guessable_tokens_and_secrets_stop_the_node_at_start() {
+    let files = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let path = files.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let data = files.path().join("data");
+    let data = data.to_str().unwrap();
+    let long = file("long", &format!("{TOKEN}\n"));
+    for (flag, text, named) in [
+        ("--auth-token-file", "replace-me\n", "line 1"),
+        ("--auth-token-file", "# clients\nshort-token\n", "line 2"),
+        ("--admin-token-file", "replace-me\n", "line 1"),
+        ("--cluster-secret-file", "replace-me\n", "16 characters"),
+    ] {
+        let guessable = file("guessable", text);
+        let mut args = vec!["--node-id", "n1", "--data-dir", data, flag, &guessable];
+        if flag != "--auth-token-file" {
+            args.extend(["--auth-token-file", &long]);
+        }
+        let stderr = serve_refusal(&args);
+        assert!(stderr.contains(flag), "{flag} {text:?}: {stderr}");
+        assert!(stderr.contains(named), "{flag} {text:?}: {stderr}");
+        let token = text.lines().last().unwrap();
+        assert!(!stderr.contains(token), "{flag} quoted the token: {stderr}");
+    }
+}
+
+/// With authentication off (the default, and `make run`), a web page could drive a node
+/// through its visitor's browser: a `POST /v1/cluster/leave` with `Content-Type:
+/// text/plain` (a request any page may send without a preflight) made the node leave, and a
+/// value stored as `text/html` ran its scripts in the node's origin. Now a request from
+/// another page's origin is refused (403 `forbidden_origin`), a POST body must be JSON (415),
+/// a loopback node answers only loopback names (403 `forbidden_host`, against DNS
+/// rebinding), and values are served with `nosniff` and a sandbox.
+#[test]
+fn pages_of_other_origins_cannot_drive_a_node() {
+    let cluster = Cluster::start(3);
+    let http = reqwest::blocking::Client::new();
+    let node = cluster.url(0);
+    let leave = format!("{node}/v1/cluster/leave");
+    let attack = http
+        .post(&leave)
+        .header("origin", "https://evil.example")
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .unwrap();
+    assert_eq!(
+        error_of(attack),
+        (StatusCode::FORBIDDEN, "forbidden_origin".into())
+    );
+    let form = http
+        .post(format!("{node}/v1/cluster/remove"))
+        .header("content-type", "text/plain")
+        .body(r#"{"node": "node2", "force": true}"#)
+        .send()
+        .unwrap();
+    assert_eq!(
+        error_of(form),
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type".into()
+        )
+    );
+    let rebound = http
+        .get(format!("{node}/v1/cluster"))
+        .header("host", "rebind.evil.example")
+        .send()
+        .unwrap();
+    assert_eq!(
+        error_of(rebound),
+        (StatusCode::FORBIDDEN, "forbidden_host".into())
+    );
+    // Nothing changed: every member still active.
+    let view = cluster.cluster_view(0).unwrap();
+    let states: Vec<&str> = view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["state"].as_str())
+        .collect();
+    assert_eq!(states, ["active"; 3], "{view}");
+
+    // The node's own origin (its status page) and the probes from anywhere still work.
+    let own = http
+        .get(format!("{node}/v1/cluster"))
+        .header("origin", &node)
+        .send()
+        .unwrap();
+    assert_eq!(own.status(), StatusCode::OK);
+    let probe = http
+        .get(format!("{node}/v1/health"))
+        .header("origin", "https://evil.example")
+        .send()
+        .unwrap();
+    assert_eq!(probe.status(), StatusCode::OK);
+
+    // A stored page is served, but confined.
+    let key = cluster.key_url(0, "pages", b"p.html");
+    let put = http
+        .put(format!("{key}?w=3"))
+        .header("content-type", "text/html")
+        .body("<script>fetch('/v1/cluster/leave', {method: 'POST'})</script>")
+        .send()
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    let page = http.get(&key).send().unwrap();
+    assert_eq!(page.headers()["content-type"], "text/html");
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(page.headers()["content-security-policy"], "sandbox");
 }

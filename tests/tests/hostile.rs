@@ -138,7 +138,7 @@ fn cases(good_context: &str, secret: &str) -> Vec<Case> {
         case("bucket: escaped invalid UTF-8", put("/v1/buckets/%FF%FE/keys/k", &[], b"x"), error(400, "invalid_bucket")),
         case("bucket: escaped overlong UTF-8 (props)", props_put_at("/v1/buckets/%C0%80/props"), error(400, "invalid_bucket")),
         case("bucket: escaped UTF-8 letter", get("/v1/buckets/caf%C3%A9/keys/k"), error(400, "invalid_bucket")),
-        case("bucket: raw non-ASCII byte", raw_head(&[b"GET /v1/buckets/\xff/keys/k HTTP/1.1", b"Host: x", b"Connection: close"], b""), Expect::Refused(400)),
+        case("bucket: raw non-ASCII byte", raw_head(&[b"GET /v1/buckets/\xff/keys/k HTTP/1.1", b"Host: localhost", b"Connection: close"], b""), Expect::Refused(400)),
         case("bucket: empty", get("/v1/buckets//keys/k"), error(400, "invalid_bucket")),
         case("key: empty", put("/v1/buckets/v/keys/", &[], b"x"), error(400, "invalid_key")),
         // Methods and routes.
@@ -173,7 +173,7 @@ fn cases(good_context: &str, secret: &str) -> Vec<Case> {
         case("context given twice", put(KEY, &[("X-Causal-Context", good_context), ("X-Causal-Context", good_context)], b"x"), error(400, "invalid_context")),
         case("context empty", put(KEY, &[("X-Causal-Context", "")], b"x"), error(400, "invalid_context")),
         case("context not base64", put(KEY, &[("X-Causal-Context", "not a token!")], b"x"), error(400, "invalid_context")),
-        case("context not ASCII", raw_head(&[b"PUT /v1/buckets/v/keys/k HTTP/1.1", b"Host: x", b"Connection: close", b"X-Causal-Context: \xff\xfe", b"Content-Length: 1"], b"x"), error(400, "invalid_context")),
+        case("context not ASCII", raw_head(&[b"PUT /v1/buckets/v/keys/k HTTP/1.1", b"Host: localhost", b"Connection: close", b"X-Causal-Context: \xff\xfe", b"Content-Length: 1"], b"x"), error(400, "invalid_context")),
         // Bodies over the limit, and lying lengths.
         case("value over the limit, with Content-Length", put(KEY, &[], &[7; MAX_VALUE + 1]), error(413, "value_too_large")),
         case("value over the limit, chunked", chunked_put(chunked(MAX_VALUE + 1, 91)), error(413, "value_too_large")),
@@ -193,14 +193,14 @@ fn cases(good_context: &str, secret: &str) -> Vec<Case> {
         case("chunk extension of 100 KB", chunked_put([&b"1;"[..], &[b'e'; 100_000], b"\r\nx\r\n0\r\n\r\n"].concat()), error(400, "invalid_body")),
         case("chunk size that is not hex", chunked_put(b"zz\r\nx\r\n0\r\n\r\n".to_vec()), error(400, "invalid_body")),
         // Heads too large or malformed: refused by the HTTP parser.
-        case("a header of 1 MiB", raw_head(&[b"GET /v1/health HTTP/1.1", b"Host: x", megabyte_header.as_bytes()], b""), Expect::RefusedOrCut(431)),
-        case("10000 headers (about 1 MB)", [&b"GET /v1/health HTTP/1.1\r\nHost: x\r\n"[..], many_headers.as_bytes(), b"\r\n"].concat(), Expect::RefusedOrCut(431)),
-        case("NUL byte in a header value", raw_head(&[b"GET /v1/health HTTP/1.1", b"Host: x", b"X-A: a\0b"], b""), Expect::Refused(400)),
-        case("header line without a colon", raw_head(&[b"GET /v1/health HTTP/1.1", b"Host: x", b"no colon here"], b""), Expect::Refused(400)),
+        case("a header of 1 MiB", raw_head(&[b"GET /v1/health HTTP/1.1", b"Host: localhost", megabyte_header.as_bytes()], b""), Expect::RefusedOrCut(431)),
+        case("10000 headers (about 1 MB)", [&b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n"[..], many_headers.as_bytes(), b"\r\n"].concat(), Expect::RefusedOrCut(431)),
+        case("NUL byte in a header value", raw_head(&[b"GET /v1/health HTTP/1.1", b"Host: localhost", b"X-A: a\0b"], b""), Expect::Refused(400)),
+        case("header line without a colon", raw_head(&[b"GET /v1/health HTTP/1.1", b"Host: localhost", b"no colon here"], b""), Expect::Refused(400)),
         case("garbage instead of a request line", b"HELLO THERE\r\n\r\n".to_vec(), Expect::Refused(400)),
         case("HTTP/2 preface to an HTTP/1 server", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(), Expect::RefusedOrCut(400)),
         case("content type of 300 characters", put(KEY, &[("Content-Type", &long_content_type)], b"x"), error(400, "invalid_content_type")),
-        case("content type not ASCII", raw_head(&[b"PUT /v1/buckets/v/keys/k HTTP/1.1", b"Host: x", b"Connection: close", b"Content-Type: t\xe9xt", b"Content-Length: 1"], b"x"), error(400, "invalid_content_type")),
+        case("content type not ASCII", raw_head(&[b"PUT /v1/buckets/v/keys/k HTTP/1.1", b"Host: localhost", b"Connection: close", b"Content-Type: t\xe9xt", b"Content-Length: 1"], b"x"), error(400, "invalid_content_type")),
         // Bucket properties that are not valid JSON, or not valid props.
         case("props: not JSON", props(b"{n: 3"), error(400, "invalid_json")),
         case("props: field given twice", props(br#"{"n": 3, "n": 4}"#), error(400, "invalid_json")),
@@ -394,8 +394,10 @@ fn slow_and_greedy_clients_are_cut_off() {
     // A body one byte a second: 408 request_timeout after the request timeout.
     let mut slow = RawConnection::open(&addr).unwrap();
     let started = Instant::now();
-    slow.send(b"PUT /v1/buckets/v/keys/k HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
-        .unwrap();
+    slow.send(
+        b"PUT /v1/buckets/v/keys/k HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n",
+    )
+    .unwrap();
     let mut outcome = RawOutcome::TimedOut;
     while started.elapsed() < REQUEST_TIMEOUT + slack {
         if slow.send(b"x").is_err() {
@@ -422,7 +424,7 @@ fn slow_and_greedy_clients_are_cut_off() {
     let mut stalled = RawConnection::open(&addr).unwrap();
     let started = Instant::now();
     stalled
-        .send(b"PUT /v1/buckets/v/props HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        .send(b"PUT /v1/buckets/v/props HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\n")
         .unwrap();
     let outcome = stalled.read_response(REQUEST_TIMEOUT + slack);
     report!(
@@ -445,7 +447,7 @@ fn slow_and_greedy_clients_are_cut_off() {
     let opened = Instant::now();
     let mut waiting = RawConnection::open(&addr).unwrap();
     waiting
-        .send(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .send(b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .unwrap();
     let early = waiting.read_response(Duration::from_millis(800));
     let early_elapsed = opened.elapsed();

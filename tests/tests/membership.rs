@@ -436,7 +436,11 @@ fn shrinking_with_leave_and_remove_under_load_loses_nothing_and_a_fresh_node_joi
     );
 
     // 4 -> 3: node4 dies for good and is removed; its partitions come from the survivors.
+    // A member still seen up is not removed without force: wait until node1 sees it down.
     cluster.kill(3);
+    cluster
+        .wait_member_status(0, 3, "down")
+        .expect("node1 sees the killed node4 down");
     let (status, answer) = post(
         &cluster,
         0,
@@ -522,11 +526,12 @@ fn removing_a_member_that_is_still_joining_never_serves_reads_from_an_empty_repl
         assert!(started.elapsed() < CONVERGENCE, "node1 never listed node4");
         sleep(Duration::from_millis(20));
     }
+    // node4 runs (the failure detector may already see it up): the removal is forced.
     let (status, answer) = post(
         &cluster,
         0,
         "/v1/cluster/remove",
-        Some(serde_json::json!({"node": "node4"})),
+        Some(serde_json::json!({"node": "node4", "force": true})),
     );
     assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
     assert_eq!(answer["state"], "removed", "{answer}");

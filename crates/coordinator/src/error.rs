@@ -117,6 +117,13 @@ pub enum CoordinatorError {
     /// A membership change named a node that is not a member.
     #[error("no member {0}")]
     NodeNotFound(String),
+    /// A removal named a member that is up: it should leave by itself, or the removal must
+    /// be forced.
+    #[error(
+        "{0} is up: ask it to leave (POST /v1/cluster/leave on it), or remove it with \
+         \"force\": true if it must go anyway (a removed id can never rejoin)"
+    )]
+    MemberUp(String),
     /// A membership change that cannot be made (removing this node, leaving while
     /// joining, leaving the cluster without members).
     #[error("{0}")]

@@ -5,11 +5,13 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use quorumkv_coordinator::props::PropsPatch;
 use quorumkv_coordinator::{BucketProps, PropsUpdate};
 use serde_json::json;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::params::{bucket_from_segment, parse_query};
 use crate::AppState;
@@ -30,6 +32,7 @@ pub async fn get_props(
 /// `PUT /v1/buckets/{bucket}/props`.
 pub async fn put_props(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<BucketProps>, ApiError> {
@@ -53,6 +56,10 @@ pub async fn put_props(
             },
         )
         .await?;
+    tracing::info!(
+        %bucket, ?props, asked_by = %asked_by(caller),
+        "bucket properties set through PUT /v1/buckets/{{bucket}}/props"
+    );
     Ok(Json(props))
 }
 
@@ -110,6 +117,7 @@ pub async fn cluster(State(state): State<AppState>, uri: Uri) -> Result<Response
         "ring_version": view.ring_version,
         "pending_transfers": state.coordinator.pending_transfers(),
         "transfers_total": state.coordinator.transfers_total(),
+        "fault_injection": state.fault_injection,
     }))
     .into_response())
 }
@@ -117,9 +125,17 @@ pub async fn cluster(State(state): State<AppState>, uri: Uri) -> Result<Response
 /// `POST /v1/cluster/leave`: this node starts handing its partitions to their next
 /// owners; once the change is committed it stops (and its process exits 0). Answers
 /// `202` with the node's record.
-pub async fn leave(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+pub async fn leave(
+    State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
     parse_query(uri.query(), &[])?;
     let record = state.coordinator.leave().await?;
+    tracing::info!(
+        asked_by = %asked_by(caller),
+        "leave asked for through POST /v1/cluster/leave"
+    );
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "node": record.id, "state": record.state })),
@@ -132,6 +148,7 @@ pub async fn leave(State(state): State<AppState>, uri: Uri) -> Result<Response, 
 /// that survive. Answers `202` with the member's record.
 pub async fn remove(
     State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
@@ -141,15 +158,21 @@ pub async fn remove(
     #[serde(deny_unknown_fields)]
     struct Removal {
         node: String,
+        #[serde(default)]
+        force: bool,
     }
     let removal: Removal = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
             "invalid_json",
-            format!("the body must be {{\"node\": \"<id>\"}}: {e}"),
+            format!("the body must be {{\"node\": \"<id>\", \"force\": <bool, optional>}}: {e}"),
         )
     })?;
     let node = quorumkv_coordinator::NodeId::new(removal.node.trim());
-    let record = state.coordinator.remove(&node).await?;
+    let record = state.coordinator.remove(&node, removal.force).await?;
+    tracing::info!(
+        %node, force = removal.force, asked_by = %asked_by(caller),
+        "removal asked for through POST /v1/cluster/remove"
+    );
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "node": record.id, "state": record.state })),
@@ -161,9 +184,17 @@ pub async fn remove(
 /// own now (it also does so by itself after every membership change). Answers `200` with
 /// what it dropped: `partitions` (the (partition, bucket) pairs), `keys`, `bytes`, and per
 /// bucket; `409 change_in_progress` while a change is under way or has just committed.
-pub async fn cleanup(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
+pub async fn cleanup(
+    State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
     parse_query(uri.query(), &[])?;
     let report = state.coordinator.cleanup().await?;
+    tracing::info!(
+        keys = report.keys, asked_by = %asked_by(caller),
+        "cleanup run through POST /v1/cluster/cleanup"
+    );
     let buckets: Vec<serde_json::Value> = report
         .buckets
         .iter()
@@ -224,4 +255,10 @@ fn props_segment(uri: &Uri) -> &str {
         .strip_prefix("/v1/buckets/")
         .and_then(|rest| rest.strip_suffix("/props"))
         .unwrap_or("")
+}
+
+/// Who asked for an admin change, for its log line: the caller the edge established (a
+/// router without the edge, in tests, has none).
+fn asked_by(caller: Option<Extension<Caller>>) -> Caller {
+    caller.map_or(Caller::Anyone, |Extension(caller)| caller)
 }

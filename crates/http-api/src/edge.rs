@@ -1,5 +1,7 @@
-//! The node's edge: what every request passes before it is routed. Its credentials are
-//! checked ([`Credentials`]), and the request as a whole, from its head to its response
+//! The node's edge: what every request passes before it is routed. What a browser may
+//! send is checked first ([`BrowserGuard`]), then its credentials are
+//! checked ([`Credentials`]; the [`crate::auth::Caller`] they establish travels with the
+//! request, for the admin routes' logs), and the request as a whole, from its head to its response
 //! and reading its body included, is bounded in time.
 //!
 //! The time bound is a backstop behind the per-request quorum timeouts, which only cover
@@ -30,7 +32,8 @@ use pin_project_lite::pin_project;
 use tokio::time::Timeout;
 use tower::Service;
 
-use crate::auth::Credentials;
+use crate::auth::{Credentials, Refusal};
+use crate::browser::BrowserGuard;
 use crate::error::ApiError;
 
 /// The router behind the node's edge: credentials checked, whole requests bounded by
@@ -39,6 +42,7 @@ use crate::error::ApiError;
 pub struct Edge {
     router: Router,
     credentials: Arc<Credentials>,
+    browser: Arc<BrowserGuard>,
     limit: Duration,
 }
 
@@ -48,8 +52,16 @@ impl Edge {
         Self {
             router,
             credentials,
+            browser: Arc::default(),
             limit,
         }
+    }
+
+    /// Checks what browsers send before the credentials (see [`BrowserGuard`]); without
+    /// it, only that a POST body is JSON.
+    pub fn with_browser_guard(mut self, guard: BrowserGuard) -> Self {
+        self.browser = Arc::new(guard);
+        self
     }
 }
 
@@ -67,17 +79,36 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: axum::http::Request<B>) -> EdgeFuture {
-        if !self
-            .credentials
-            .admits(request.uri().path(), request.headers())
+    fn call(&mut self, mut request: axum::http::Request<B>) -> EdgeFuture {
+        if let Err(refused) =
+            self.browser
+                .check(request.method(), request.uri().path(), request.headers())
         {
             return EdgeFuture {
                 state: State::Refused {
-                    answer: ready(Ok(unauthorized())),
+                    answer: ready(Ok(refused.into_response())),
                 },
             };
         }
+        let checked =
+            self.credentials
+                .check(request.method(), request.uri().path(), request.headers());
+        let caller = match checked {
+            Ok(caller) => caller,
+            Err(refusal) => {
+                let answer = match refusal {
+                    Refusal::Unauthorized => unauthorized(),
+                    Refusal::Forbidden => forbidden(),
+                };
+                return EdgeFuture {
+                    state: State::Refused {
+                        answer: ready(Ok(answer)),
+                    },
+                };
+            }
+        };
+        // Handlers of admin routes log who asked for the change they make.
+        request.extensions_mut().insert(caller);
         let routed = Service::<axum::http::Request<B>>::call(&mut self.router, request);
         EdgeFuture {
             state: State::Routed {
@@ -138,6 +169,18 @@ fn unauthorized() -> Response {
         .headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     response
+}
+
+/// 403 `forbidden`: a client token on an admin route.
+fn forbidden() -> Response {
+    metrics::counter!("quorumkv_forbidden_requests_total").increment(1);
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        "this route changes the cluster or a bucket's rules: it needs an admin token \
+         (--admin-token-file), not a client token",
+    )
+    .into_response()
 }
 
 /// 408 `request_timeout`, closing the connection: the rest of the request is not read.
@@ -211,7 +254,7 @@ mod tests {
     #[tokio::test]
     async fn missing_credentials_get_401_before_any_handler_and_good_ones_pass() {
         let credentials = Credentials::default()
-            .with_client_tokens("alpha-token")
+            .with_client_tokens("alpha-token-0123456789")
             .unwrap()
             .with_cluster_secret("a-long-enough-secret")
             .unwrap();

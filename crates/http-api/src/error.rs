@@ -103,6 +103,9 @@ impl From<CoordinatorError> for ApiError {
             CoordinatorError::NodeNotFound(_) => {
                 Self::new(StatusCode::NOT_FOUND, "node_not_found", error.to_string())
             }
+            CoordinatorError::MemberUp(_) => {
+                Self::new(StatusCode::CONFLICT, "member_up", error.to_string())
+            }
             CoordinatorError::InvalidChange(_) => {
                 Self::bad_request("invalid_change", error.to_string())
             }

@@ -87,6 +87,7 @@ pub async fn get_key(State(state): State<AppState>, uri: Uri) -> Result<Response
                     .unwrap_or(HeaderValue::from_static(DEFAULT_CONTENT_TYPE)),
             );
             insert_context(headers, &context);
+            confine(headers);
             Ok(response)
         }
         ReadOutcome::Found { values, context } => {
@@ -101,9 +102,25 @@ pub async fn get_key(State(state): State<AppState>, uri: Uri) -> Result<Response
             };
             let mut response = (StatusCode::MULTIPLE_CHOICES, Json(body)).into_response();
             insert_context(response.headers_mut(), &context);
+            confine(response.headers_mut());
             Ok(response)
         }
     }
+}
+
+/// A value is whatever a client stored, with the content type it chose: a browser opening
+/// it must neither guess another type (`nosniff`) nor run it in the node's origin, where a
+/// stored `text/html` page could use the node's routes (a sandbox: no scripts, an opaque
+/// origin).
+fn confine(headers: &mut HeaderMap) {
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("sandbox"),
+    );
 }
 
 /// `PUT /v1/buckets/{bucket}/keys/{key}`.

@@ -23,11 +23,14 @@
 //!
 //! [`keys`] serves the key routes, [`admin`] bucket properties, health, cluster view,
 //! metrics and the OpenAPI document, [`internode`] the internode route and transport,
+//! [`edge`] what every request passes first: [`browser`] (what a web page may make a
+//! browser send) and [`auth`] (tokens, admin tokens, the cluster secret),
 //! [`params`] the strict parsing of raw paths and query strings, [`observe`] the request
 //! metrics, [`status`] the status page (`GET /`) and the readiness probe.
 
 pub mod admin;
 pub mod auth;
+pub mod browser;
 pub mod edge;
 pub mod error;
 pub mod fault;
@@ -50,6 +53,7 @@ use quorumkv_coordinator::Coordinator;
 use crate::observe::QuorumSeries;
 
 pub use auth::Credentials;
+pub use browser::BrowserGuard;
 pub use edge::Edge;
 pub use error::ApiError;
 pub use internode::HttpTransport;
@@ -70,6 +74,9 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// The largest value a PUT may carry.
     pub max_value_bytes: usize,
+    /// Whether the node serves the fault-injection routes (`--fault-injection`): shown in
+    /// `GET /v1/cluster`, so that nobody mistakes a test node for a production one.
+    pub fault_injection: bool,
     /// The latency histograms of client key requests, kept once registered.
     quorum_series: Arc<QuorumSeries>,
 }
@@ -87,8 +94,15 @@ impl AppState {
             coordinator,
             metrics,
             max_value_bytes,
+            fault_injection: false,
             quorum_series: Arc::default(),
         }
+    }
+
+    /// Says in `GET /v1/cluster` whether this node serves the fault-injection routes.
+    pub fn with_fault_injection(mut self, on: bool) -> Self {
+        self.fault_injection = on;
+        self
     }
 
     /// The request's timeout, checked against the node's limit.

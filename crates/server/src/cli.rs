@@ -18,8 +18,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a node.
-    Serve(ServeArgs),
+    /// Run a node. Boxed: its options outweigh every other command's several times over.
+    Serve(Box<ServeArgs>),
     /// Read a key.
     Get(GetArgs),
     /// Write a key (the value is the argument, or standard input).
@@ -171,10 +171,21 @@ pub struct ServeArgs {
     /// take); 0 leaves them until `quorumkv cluster cleanup` asks.
     #[arg(long, env = "QUORUMKV_CLEANUP_DELAY_SECS", default_value_t = 10)]
     pub cleanup_delay_secs: u64,
-    /// File of client bearer tokens, one per line: when given, every route but the probes
-    /// (/v1/health, /v1/ready) and the status page shell needs one (401 otherwise).
+    /// File of client bearer tokens, one per line (each at least 16 characters): when
+    /// given, every route but the probes (/v1/health, /v1/ready) and the status page shell
+    /// needs one (401 otherwise), and the admin routes need an admin token (403 otherwise).
     #[arg(long, env = "QUORUMKV_AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<PathBuf>,
+    /// Origins (`scheme://host[:port]`, comma-separated) of web pages that may call this
+    /// node besides its own status page, e.g. a dashboard's; a request from any other
+    /// page's origin is refused with 403 `forbidden_origin`.
+    #[arg(long, env = "QUORUMKV_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+    /// File of admin bearer tokens, one per line (each at least 16 characters): the only
+    /// tokens that may call the admin routes (leave, remove, cleanup, bucket properties);
+    /// they reach the data routes too. Either token file turns authentication on.
+    #[arg(long, env = "QUORUMKV_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// File holding the cluster secret (at least 16 characters): when given, internode
     /// routes need it and this node sends it. Give every node the same file.
     #[arg(long, env = "QUORUMKV_CLUSTER_SECRET_FILE")]

@@ -57,7 +57,7 @@ fn main() -> std::process::ExitCode {
     }
     let cli = Cli::parse_from(args);
     let result = match cli.command {
-        Command::Serve(args) => serve::main(args),
+        Command::Serve(args) => serve::main(*args),
         Command::Get(args) => client::get(&args),
         Command::Put(args) => client::put(&args),
         Command::Delete(args) => client::delete(&args),

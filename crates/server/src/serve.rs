@@ -21,7 +21,7 @@ use anyhow::{bail, Context};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use quorumkv_coordinator::detector::DetectorOptions;
 use quorumkv_coordinator::{Coordinator, CoordinatorOptions, NodeId, SyncPolicy, SETTLE};
-use quorumkv_http_api::{router, AppState, Credentials, Edge, HttpTransport};
+use quorumkv_http_api::{router, AppState, BrowserGuard, Credentials, Edge, HttpTransport};
 use quorumkv_replica::{Store, StoreOptions};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -221,13 +221,19 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let fault_coordinator = Arc::clone(&coordinator);
     let leaver = Arc::clone(&coordinator);
     let departing = Arc::clone(&coordinator);
-    let app = router(AppState::new(
-        coordinator,
-        Some(metrics),
-        usize::try_from(args.max_value_bytes).unwrap_or(usize::MAX),
-    ));
+    let app = router(
+        AppState::new(
+            coordinator,
+            Some(metrics),
+            usize::try_from(args.max_value_bytes).unwrap_or(usize::MAX),
+        )
+        .with_fault_injection(args.fault_injection),
+    );
     let app = if args.fault_injection {
-        tracing::warn!("fault injection is on: internode links can be cut through the API");
+        tracing::warn!(
+            "fault injection is on: with the cluster secret, internode links can be cut and \
+             replica bugs planted through the API; never run a production node so"
+        );
         app.merge(quorumkv_http_api::fault::router(faults, fault_coordinator))
     } else {
         app
@@ -236,7 +242,12 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         app,
         credentials,
         Duration::from_millis(args.request_timeout_ms),
-    );
+    )
+    .with_browser_guard(BrowserGuard::new(
+        &args.allowed_origins,
+        args.listen.ip().is_loopback(),
+        &advertise,
+    ));
     let limits = ConnectionLimits {
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         header_timeout: Duration::from_millis(args.header_timeout_ms),
@@ -409,7 +420,7 @@ fn other_nodes(args: &ServeArgs, advertise: &str) -> Vec<String> {
         .collect()
 }
 
-/// Reads the token and secret files named by the flags. A file that cannot be read or
+/// Reads the token files and the secret file named by the flags. A file that cannot be read or
 /// holds nothing usable stops the node at start, naming the flag, and so does a node with
 /// `peers` but no secret; the contents are never logged.
 fn load_credentials(args: &ServeArgs, peers: &[String]) -> anyhow::Result<Credentials> {
@@ -420,6 +431,18 @@ fn load_credentials(args: &ServeArgs, peers: &[String]) -> anyhow::Result<Creden
         credentials = credentials
             .with_client_tokens(&text)
             .with_context(|| format!("--auth-token-file {}", path.display()))?;
+    }
+    if let Some(path) = &args.admin_token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--admin-token-file {}: cannot read it", path.display()))?;
+        credentials = credentials
+            .with_admin_tokens(&text)
+            .with_context(|| format!("--admin-token-file {}", path.display()))?;
+    } else if args.auth_token_file.is_some() {
+        tracing::warn!(
+            "--auth-token-file without --admin-token-file: no token may call the admin routes \
+             (leave, remove, cleanup, bucket properties); give an admin token file to use them"
+        );
     }
     if let Some(path) = &args.cluster_secret_file {
         let text = std::fs::read_to_string(path)

@@ -53,7 +53,15 @@ impl Coordinator {
     /// dead): marks it `Leaving`, so its partitions are copied from the replicas that
     /// survive and the commit marks it `Removed`. A member still joining owns nothing yet:
     /// it is marked `Removed` at once.
-    pub async fn remove(self: &Arc<Self>, node: &NodeId) -> Result<MemberRecord, CoordinatorError> {
+    ///
+    /// A member the failure detector sees up is refused ([`CoordinatorError::MemberUp`])
+    /// unless `force`: a live node should leave by itself, and a removed id can never
+    /// rejoin, so a mistaken removal of a healthy pod would leave it crash-looping.
+    pub async fn remove(
+        self: &Arc<Self>,
+        node: &NodeId,
+        force: bool,
+    ) -> Result<MemberRecord, CoordinatorError> {
         self.ring()?;
         if *node == self.node {
             return Err(CoordinatorError::InvalidChange(
@@ -68,6 +76,9 @@ impl Coordinator {
             .ok_or_else(|| CoordinatorError::NodeNotFound(node.to_string()))?;
         if record.state == MemberState::Leaving {
             return Ok(record);
+        }
+        if !force && self.membership.is_up(node) {
+            return Err(CoordinatorError::MemberUp(node.to_string()));
         }
         self.ensure_someone_stays(node)?;
         let state = removal_state(record.state);
