@@ -18,10 +18,10 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use quorumkv_coordinator::message::{self, Request, Response};
 use quorumkv_coordinator::{
-    BucketName, Coordinator, CoordinatorOptions, Key, LiveValue, NodeId, QuorumSpec, ReadOptions,
-    Transport, TransportError, VersionVector, WriteOptions,
+    BucketName, ContextKey, Coordinator, CoordinatorOptions, Key, LiveValue, NodeId, QuorumSpec,
+    ReadOptions, Transport, TransportError, VersionVector, WriteOptions,
 };
-use quorumkv_replica::{Store, StoreOptions, SyncPolicy};
+use quorumkv_replica::{ActorId, Store, StoreOptions, SyncPolicy};
 
 const KEYS: usize = 10_000;
 
@@ -218,11 +218,46 @@ fn coordinator(c: &mut Criterion) {
     group.finish();
 }
 
+/// The causal context token each read answers with and each write with a context checks:
+/// its cost is the MAC's (HMAC-SHA256), against a clock of three actors as a key written
+/// at three owners holds.
+fn context_token(c: &mut Criterion) {
+    let signer = ContextKey::from_secret(b"a-cluster-secret-for-the-bench");
+    let clock: VersionVector = [
+        (ActorId(0x9a3f_0011_2233_4455), 1_234_567),
+        (ActorId(0x1b2c_3d4e_5f60_7182), 1_234_001),
+        (ActorId(0xfedc_ba98_7654_3210), 987_654),
+    ]
+    .into_iter()
+    .collect();
+    let token = signer.encode(b"bench", b"key-000123", &clock);
+    let mut group = c.benchmark_group("context_token");
+    group.bench_function("encode", |b| {
+        b.iter(|| {
+            signer.encode(
+                black_box(b"bench"),
+                black_box(b"key-000123"),
+                black_box(&clock),
+            )
+        })
+    });
+    group.bench_function("decode", |b| {
+        b.iter(|| {
+            signer.decode(
+                black_box(b"bench"),
+                black_box(b"key-000123"),
+                black_box(&token),
+            )
+        })
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
-    targets = coordinator
+    targets = coordinator, context_token
 }
 criterion_main!(benches);

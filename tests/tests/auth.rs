@@ -565,3 +565,73 @@ fn pages_of_other_origins_cannot_drive_a_node() {
     assert_eq!(page.headers()["x-content-type-options"], "nosniff");
     assert_eq!(page.headers()["content-security-policy"], "sandbox");
 }
+
+/// A causal context is the cluster's word, for one key. Before, a token was a CRC anyone
+/// could recompute: one PUT with the key's own actors at counters near 2^64 made every
+/// later write of the key fail with "dot counter overflow", and a token of one key was
+/// taken for another. Now tokens are signed and bound to their key: a borrowed, edited or
+/// re-checksummed token gets 400 `invalid_context`, nothing is stored, and the key takes
+/// writes with the token a read gave.
+#[test]
+fn forged_or_borrowed_contexts_are_refused_and_the_key_stays_writable() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    use quorumkv_replica::{with_format, VersionVector, WireFormat};
+    use quorumkv_tests::context_of;
+
+    let cluster = Cluster::start(3);
+    let put = cluster.put(0, "ctx", b"k", b"one", "w=3", None);
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    let read = cluster.get(1, "ctx", b"k", "r=3");
+    let token = context_of(&read).unwrap();
+
+    // The token of k, on another key.
+    let borrowed = cluster.put(0, "ctx", b"other", b"x", "w=3", Some(&token));
+    assert_eq!(
+        error_of(borrowed),
+        (StatusCode::BAD_REQUEST, "invalid_context".into())
+    );
+    assert_eq!(
+        cluster.get(2, "ctx", b"other", "r=3").status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // The key's own actors at counters near 2^64, checksummed as earlier releases did.
+    let bytes = URL_SAFE_NO_PAD.decode(&token).unwrap();
+    // Format 3 holds the vector as format 1 did: the map alone.
+    let v1 = |f: &mut dyn FnMut()| with_format(WireFormat::V1, f);
+    let mut clock = VersionVector::new();
+    v1(&mut || clock = postcard::from_bytes(&bytes[1..bytes.len() - 16]).unwrap());
+    assert!(!clock.is_empty());
+    let near_max: VersionVector = clock.iter().map(|(a, _)| (a, u64::MAX - 1)).collect();
+    let mut body = vec![1u8];
+    v1(&mut || body.extend(postcard::to_stdvec(&near_max).unwrap()));
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(b"quorumkv-causal-context");
+    crc.update(&body);
+    body.extend(crc.finalize().to_be_bytes());
+    let forged = URL_SAFE_NO_PAD.encode(&body);
+    // An edit of the real token.
+    let mut edited = token.clone().into_bytes();
+    let last = edited.len() - 3;
+    edited[last] = if edited[last] == b'A' { b'B' } else { b'A' };
+    let edited = String::from_utf8(edited).unwrap();
+    for (what, bad) in [("re-checksummed", &forged), ("edited", &edited)] {
+        let put = cluster.put(2, "ctx", b"k", b"forged", "w=3", Some(bad));
+        assert_eq!(
+            error_of(put),
+            (StatusCode::BAD_REQUEST, "invalid_context".into()),
+            "{what}"
+        );
+        let delete = cluster.delete(0, "ctx", b"k", "w=3", Some(bad));
+        assert_eq!(delete.status(), StatusCode::BAD_REQUEST, "{what}");
+    }
+
+    // Nothing changed, and the key takes a write with the token its read gave, at any node.
+    let read = cluster.get(0, "ctx", b"k", "r=3");
+    assert_eq!(read.text().unwrap(), "one");
+    let put = cluster.put(2, "ctx", b"k", b"two", "w=3", Some(&token));
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    let read = cluster.get(1, "ctx", b"k", "r=3");
+    assert_eq!(read.text().unwrap(), "two");
+}

@@ -54,7 +54,7 @@ pub mod props;
 pub mod quorum;
 pub mod transport;
 
-pub use context::{decode_context, encode_context};
+pub use context::ContextKey;
 #[cfg(feature = "store")]
 pub use coordinator::{
     antientropy::{AntiEntropyOptions, AntiEntropyStats},

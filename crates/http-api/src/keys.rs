@@ -9,7 +9,7 @@ use axum::Json;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use quorumkv_coordinator::{
-    decode_context, encode_context, LiveValue, QuorumSpec, ReadOptions, ReadOutcome, VersionVector,
+    BucketName, ContextKey, Key, LiveValue, QuorumSpec, ReadOptions, ReadOutcome, VersionVector,
     WriteOptions,
 };
 use serde::Serialize;
@@ -39,6 +39,7 @@ struct SiblingBody {
 /// `GET /v1/buckets/{bucket}/keys/{key}`.
 pub async fn get_key(State(state): State<AppState>, uri: Uri) -> Result<Response, ApiError> {
     let (bucket, key) = bucket_and_key(uri.path())?;
+    let scope = TokenScope::of(&state, &bucket, &key);
     let query = parse_query(
         uri.query(),
         &["r", "pr", "sloppy", "read_repair", "local", "timeout_ms"],
@@ -70,7 +71,7 @@ pub async fn get_key(State(state): State<AppState>, uri: Uri) -> Result<Response
                 "no live value for this key",
             );
             Err(match context {
-                Some(context) => error.with_context(encode_context(&context)),
+                Some(context) => error.with_context(scope.encode(&context)),
                 None => error,
             })
         }
@@ -86,7 +87,7 @@ pub async fn get_key(State(state): State<AppState>, uri: Uri) -> Result<Response
                 HeaderValue::from_str(&value.content_type)
                     .unwrap_or(HeaderValue::from_static(DEFAULT_CONTENT_TYPE)),
             );
-            insert_context(headers, &context);
+            scope.insert(headers, &context);
             confine(headers);
             Ok(response)
         }
@@ -101,7 +102,7 @@ pub async fn get_key(State(state): State<AppState>, uri: Uri) -> Result<Response
                     .collect(),
             };
             let mut response = (StatusCode::MULTIPLE_CHOICES, Json(body)).into_response();
-            insert_context(response.headers_mut(), &context);
+            scope.insert(response.headers_mut(), &context);
             confine(response.headers_mut());
             Ok(response)
         }
@@ -132,7 +133,8 @@ pub async fn put_key(
 ) -> Result<Response, ApiError> {
     let (bucket, key) = bucket_and_key(uri.path())?;
     let query = parse_query(uri.query(), WRITE_PARAMS)?;
-    let context = context_from(&headers)?.unwrap_or_default();
+    let scope = TokenScope::of(&state, &bucket, &key);
+    let context = scope.context_from(&headers)?.unwrap_or_default();
     let content_type = content_type_from(&headers)?;
     let bytes = body.map_err(|rejection| body_error(&rejection, state.max_value_bytes))?;
     if bytes.len() > state.max_value_bytes {
@@ -153,7 +155,7 @@ pub async fn put_key(
         .coordinator
         .put(&bucket, &key, context, value, options)
         .await?;
-    Ok(no_content(&context))
+    Ok(no_content(&scope, &context))
 }
 
 /// `DELETE /v1/buckets/{bucket}/keys/{key}`.
@@ -164,7 +166,8 @@ pub async fn delete_key(
 ) -> Result<Response, ApiError> {
     let (bucket, key) = bucket_and_key(uri.path())?;
     let query = parse_query(uri.query(), WRITE_PARAMS)?;
-    let context = context_from(&headers)?;
+    let scope = TokenScope::of(&state, &bucket, &key);
+    let context = scope.context_from(&headers)?;
     let options = WriteOptions {
         w: query.w,
         pw: query.pw,
@@ -176,7 +179,7 @@ pub async fn delete_key(
         .coordinator
         .delete(&bucket, &key, context, options)
         .await?;
-    Ok(no_content(&context))
+    Ok(no_content(&scope, &context))
 }
 
 /// Any method on `/v1/buckets/{bucket}/keys/` (an empty key).
@@ -184,33 +187,60 @@ pub async fn empty_key() -> ApiError {
     ApiError::bad_request("invalid_key", "keys may not be empty")
 }
 
-fn no_content(context: &VersionVector) -> Response {
+fn no_content(scope: &TokenScope<'_>, context: &VersionVector) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
-    insert_context(response.headers_mut(), context);
+    scope.insert(response.headers_mut(), context);
     response
 }
 
-fn insert_context(headers: &mut HeaderMap, context: &VersionVector) {
-    if let Ok(value) = HeaderValue::from_str(&encode_context(context)) {
-        headers.insert(CONTEXT_HEADER, value);
-    }
+/// Where a causal context token is good: the key it is issued for, under the cluster's
+/// signing key (see `quorumkv_coordinator::context`).
+struct TokenScope<'a> {
+    signer: &'a ContextKey,
+    bucket: &'a BucketName,
+    key: &'a Key,
 }
 
-fn context_from(headers: &HeaderMap) -> Result<Option<VersionVector>, ApiError> {
-    let mut values = headers.get_all(CONTEXT_HEADER).iter();
-    let Some(value) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
-        return Err(ApiError::bad_request(
-            "invalid_context",
-            "X-Causal-Context is given more than once",
-        ));
+impl<'a> TokenScope<'a> {
+    fn of(state: &'a AppState, bucket: &'a BucketName, key: &'a Key) -> Self {
+        Self {
+            signer: &state.context_key,
+            bucket,
+            key,
+        }
     }
-    let token = value
-        .to_str()
-        .map_err(|_| ApiError::bad_request("invalid_context", "X-Causal-Context is not ASCII"))?;
-    Ok(Some(decode_context(token)?))
+
+    fn encode(&self, context: &VersionVector) -> String {
+        self.signer
+            .encode(self.bucket.as_bytes(), self.key.as_bytes(), context)
+    }
+
+    fn insert(&self, headers: &mut HeaderMap, context: &VersionVector) {
+        if let Ok(value) = HeaderValue::from_str(&self.encode(context)) {
+            headers.insert(CONTEXT_HEADER, value);
+        }
+    }
+
+    /// The request's context, if it sent one; a token not issued for this key is refused.
+    fn context_from(&self, headers: &HeaderMap) -> Result<Option<VersionVector>, ApiError> {
+        let mut values = headers.get_all(CONTEXT_HEADER).iter();
+        let Some(value) = values.next() else {
+            return Ok(None);
+        };
+        if values.next().is_some() {
+            return Err(ApiError::bad_request(
+                "invalid_context",
+                "X-Causal-Context is given more than once",
+            ));
+        }
+        let token = value.to_str().map_err(|_| {
+            ApiError::bad_request("invalid_context", "X-Causal-Context is not ASCII")
+        })?;
+        let clock = self
+            .signer
+            .decode(self.bucket.as_bytes(), self.key.as_bytes(), token)?;
+        Ok(Some(clock))
+    }
 }
 
 fn content_type_from(headers: &HeaderMap) -> Result<String, ApiError> {

@@ -48,7 +48,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get, post};
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
-use quorumkv_coordinator::Coordinator;
+use quorumkv_coordinator::{ContextKey, Coordinator};
 
 use crate::observe::QuorumSeries;
 
@@ -74,6 +74,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// The largest value a PUT may carry.
     pub max_value_bytes: usize,
+    /// Signs the causal context tokens this node issues and checks those it is sent.
+    pub context_key: Arc<ContextKey>,
     /// Whether the node serves the fault-injection routes (`--fault-injection`): shown in
     /// `GET /v1/cluster`, so that nobody mistakes a test node for a production one.
     pub fault_injection: bool,
@@ -94,9 +96,19 @@ impl AppState {
             coordinator,
             metrics,
             max_value_bytes,
+            // A node's own key until the server gives the cluster's: tokens then stay good
+            // at this process only, which is all an in-process router needs.
+            context_key: Arc::new(ContextKey::random()),
             fault_injection: false,
             quorum_series: Arc::default(),
         }
+    }
+
+    /// Signs and checks causal context tokens with `key`, the cluster's (see
+    /// [`ContextKey`]).
+    pub fn with_context_key(mut self, key: ContextKey) -> Self {
+        self.context_key = Arc::new(key);
+        self
     }
 
     /// Says in `GET /v1/cluster` whether this node serves the fault-injection routes.

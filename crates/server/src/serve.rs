@@ -20,7 +20,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use quorumkv_coordinator::detector::DetectorOptions;
-use quorumkv_coordinator::{Coordinator, CoordinatorOptions, NodeId, SyncPolicy, SETTLE};
+use quorumkv_coordinator::{
+    ContextKey, Coordinator, CoordinatorOptions, NodeId, SyncPolicy, SETTLE,
+};
 use quorumkv_http_api::{router, AppState, BrowserGuard, Credentials, Edge, HttpTransport};
 use quorumkv_replica::{Store, StoreOptions};
 use tokio::sync::watch;
@@ -132,6 +134,15 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     .await?
     .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
     let store = Arc::new(store);
+    let context_key = match credentials.cluster_secret() {
+        Some(secret) => ContextKey::from_secret(secret.as_bytes()),
+        None => {
+            let store = Arc::clone(&store);
+            tokio::task::spawn_blocking(move || own_context_key(&store))
+                .await?
+                .context("cannot keep the key that signs causal contexts")?
+        }
+    };
     let transport = match &tls {
         Some(tls) => HttpTransport::https(&tls.peer_ca, args.internode_source_ip)?,
         None => HttpTransport::new(args.internode_source_ip)?,
@@ -227,7 +238,8 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             Some(metrics),
             usize::try_from(args.max_value_bytes).unwrap_or(usize::MAX),
         )
-        .with_fault_injection(args.fault_injection),
+        .with_fault_injection(args.fault_injection)
+        .with_context_key(context_key),
     );
     let app = if args.fault_injection {
         tracing::warn!(
@@ -418,6 +430,23 @@ fn other_nodes(args: &ServeArgs, advertise: &str) -> Vec<String> {
         .filter(|s| !s.is_empty() && *s != advertise && *s != listen)
         .map(str::to_string)
         .collect()
+}
+
+/// The key a node without a cluster secret (a node alone) signs its causal contexts with:
+/// made at its first start and kept in its data directory, so that tokens stay good across
+/// restarts.
+fn own_context_key(store: &Store) -> Result<ContextKey, quorumkv_replica::StoreError> {
+    const NAME: &str = "context_key";
+    if let Some(bytes) = store.get_meta(NAME)? {
+        if let Ok(bytes) = <[u8; 32]>::try_from(bytes.as_slice()) {
+            return Ok(ContextKey::from_bytes(bytes));
+        }
+        tracing::warn!("the kept context key is unreadable: a new one is made");
+    }
+    let key = ContextKey::random();
+    store.put_meta(NAME, &key.to_bytes())?;
+    store.sync_wal()?;
+    Ok(key)
 }
 
 /// Reads the token files and the secret file named by the flags. A file that cannot be read or
