@@ -220,6 +220,11 @@ fn cases(good_context: &str, secret: &str) -> Vec<Case> {
         case("internode: trailing bytes", rpc(b"\x01\x01\x01v\x01k\x00"), error(400, "invalid_message")),
         case("internode: merge with a truncated object", rpc(b"\x01\x03\x01v\x01k\x02\x07"), error(400, "invalid_message")),
         case("internode: JSON", rpc(br#"{"Merge": {"bucket": "v", "key": "k"}}"#), error(400, "invalid_message")),
+        // Names no client could use, from a peer: a bucket with a `$`, an empty key, and the
+        // same inside a batch.
+        case("internode: get of an invalid bucket", rpc(b"\x01\x01\x03a$b\x01k"), error(400, "invalid_message")),
+        case("internode: get of an empty key", rpc(b"\x01\x01\x01v\x00"), error(400, "invalid_message")),
+        case("internode: batch with an invalid bucket", rpc(b"\x01\x0e\x02\x00\x01\x03a$b\x01k"), error(400, "invalid_message")),
         // Batches beyond what a sender sends: 300 one-byte items, and 2^27 announced.
         case("internode: batch of 300 items", rpc(&[&[1u8, 14, 0xac, 0x02][..], &[0; 300]].concat()), error(400, "invalid_message")),
         case("internode: batch announcing 2^27 items", rpc(&[1, 14, 0x80, 0x80, 0x80, 0x40, 0, 0, 0]), error(400, "invalid_message")),

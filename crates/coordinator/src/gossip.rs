@@ -78,7 +78,38 @@ pub struct MemberRecord {
     pub transfers_done: Option<u64>,
 }
 
+/// The most members a table holds: records of further ids are refused. Far above any
+/// cluster this store is built for, it bounds what a peer's gossip can make a node keep.
+pub const MAX_MEMBERS: usize = 4096;
+/// The longest node id, address or zone a member record may carry, in bytes.
+pub const MAX_MEMBER_FIELD: usize = 255;
+
 impl MemberRecord {
+    /// What makes this record unfit to keep, if anything: a field over
+    /// [`MAX_MEMBER_FIELD`], an empty id, or the last version, which no change could
+    /// succeed (a `+ 1` past it would wrap to 0 and lose every later merge).
+    pub fn problem(&self) -> Option<String> {
+        if self.version == u64::MAX {
+            return Some(format!("member {} is at the last version", self.id));
+        }
+        if self.id.as_str().is_empty() {
+            return Some("a member without an id".into());
+        }
+        let zone = self.zone.as_ref().map_or(0, String::len);
+        for (field, len) in [
+            ("id", self.id.as_str().len()),
+            ("address", self.addr.len()),
+            ("zone", zone),
+        ] {
+            if len > MAX_MEMBER_FIELD {
+                return Some(format!(
+                    "a member {field} of {len} bytes, over {MAX_MEMBER_FIELD}"
+                ));
+            }
+        }
+        None
+    }
+
     /// A fresh record, version 0.
     pub fn new(id: NodeId, addr: String, zone: Option<String>, state: MemberState) -> Self {
         Self {
@@ -134,13 +165,24 @@ impl MemberTable {
         changed
     }
 
-    /// Merges one record; returns true when it won.
+    /// Merges one record; returns true when it won. A record with a
+    /// [`MemberRecord::problem`], or of a new id once the table holds [`MAX_MEMBERS`], is
+    /// refused.
     pub fn merge_one(&mut self, record: MemberRecord) -> bool {
+        if let Some(problem) = record.problem() {
+            tracing::warn!(%problem, "member record refused");
+            return false;
+        }
+        let full = self.records.len() >= MAX_MEMBERS;
         match self.records.get_mut(&record.id) {
             Some(held) if held.precedence(&record) != Ordering::Less => false,
             Some(held) => {
                 *held = record;
                 true
+            }
+            None if full => {
+                tracing::warn!(id = %record.id, "member record refused: the table is full");
+                false
             }
             None => {
                 self.records.insert(record.id.clone(), record);
@@ -217,7 +259,8 @@ impl MemberTable {
                 };
                 Some(MemberRecord {
                     state,
-                    version: r.version + 1,
+                    // Merged records are below the last version (`problem`).
+                    version: r.version.checked_add(1)?,
                     ..r.clone()
                 })
             })
@@ -393,5 +436,37 @@ mod tests {
         assert_eq!(a.ring_version(), bumped.ring_version());
         assert_ne!(a.ring_version(), joined.ring_version());
         assert!(a.ring_version() < 1 << 53);
+    }
+
+    /// A peer cannot make a node keep a record at the last version (whose next version
+    /// would wrap to 0), overlong fields, or more members than the table holds.
+    #[test]
+    fn records_no_change_could_succeed_or_too_large_are_refused() {
+        let mut table = MemberTable::from_records([record("a", MemberState::Joining, 0)]);
+        let mut last = record("a", MemberState::Joining, 0);
+        last.version = u64::MAX;
+        assert!(!table.merge_one(last));
+        assert_eq!(table.get(&NodeId::new("a")).map(|r| r.version), Some(0));
+        let mut long = record("b", MemberState::Active, 1);
+        long.addr = "h".repeat(MAX_MEMBER_FIELD + 1);
+        assert!(!table.merge_one(long));
+        // The commit raises versions with checked arithmetic: a record stored at the last
+        // version (never merged) is left out rather than wrapped.
+        let stored = MemberTable {
+            records: [(
+                NodeId::new("c"),
+                MemberRecord {
+                    version: u64::MAX,
+                    ..record("c", MemberState::Joining, 0)
+                },
+            )]
+            .into(),
+        };
+        assert!(stored.commit().is_empty());
+        let mut full = MemberTable::default();
+        for i in 0..MAX_MEMBERS {
+            assert!(full.merge_one(record(&format!("n{i}"), MemberState::Active, 0)));
+        }
+        assert!(!full.merge_one(record("one-more", MemberState::Active, 0)));
     }
 }

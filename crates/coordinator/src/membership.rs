@@ -159,7 +159,7 @@ impl Membership {
             Some(held) if held.addr != addr || held.zone != zone => Some(MemberRecord {
                 addr: addr.clone(),
                 zone: zone.clone(),
-                version: held.version + 1,
+                version: held.version.saturating_add(1),
                 ..held.clone()
             }),
             Some(_) => None,
@@ -522,7 +522,7 @@ impl Membership {
         let mut state = self.write();
         let mut own = state.table.get(&self.node)?.clone();
         change(&mut own);
-        own.version += 1;
+        own.version = own.version.checked_add(1)?;
         state.table.merge_one(own.clone());
         drop(state);
         self.rebuild_ring();

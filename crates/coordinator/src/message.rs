@@ -310,6 +310,56 @@ where
     deserializer.deserialize_seq(Bounded(std::marker::PhantomData))
 }
 
+/// Checks what decoding cannot, in a request a peer sent: bucket names and keys follow the
+/// rules a client's do (a peer with the secret could otherwise store what no client could
+/// name or reach), bucket properties name valid buckets, and a gossip message carries at
+/// most [`MAX_MEMBERS`](crate::gossip::MAX_MEMBERS) records. Member records themselves are
+/// checked where they are merged. Returns why a request is refused.
+pub fn validate(request: &Request) -> Result<(), String> {
+    use crate::names::{BucketName, Key};
+    let bucket = |b: &[u8]| BucketName::check(b).map_err(|e| e.to_string());
+    let key = |b: &[u8], k: &[u8]| {
+        bucket(b)?;
+        Key::check(k).map_err(|e| e.to_string())
+    };
+    match request {
+        Request::Get { bucket: b, key: k }
+        | Request::Coordinate {
+            bucket: b, key: k, ..
+        }
+        | Request::Merge {
+            bucket: b, key: k, ..
+        }
+        | Request::GetHint {
+            bucket: b, key: k, ..
+        }
+        | Request::MergeHint {
+            bucket: b, key: k, ..
+        }
+        | Request::Mint {
+            bucket: b, key: k, ..
+        }
+        | Request::Reap {
+            bucket: b, key: k, ..
+        } => key(b, k),
+        Request::BucketHasKeys { bucket: b }
+        | Request::AaeSegments { bucket: b, .. }
+        | Request::AaeKeys { bucket: b, .. } => bucket(b),
+        Request::PutProps { props } => props.keys().try_for_each(|name| bucket(name.as_bytes())),
+        Request::Gossip { records } if records.len() > crate::gossip::MAX_MEMBERS => Err(format!(
+            "gossip of {} records, over {}",
+            records.len(),
+            crate::gossip::MAX_MEMBERS
+        )),
+        Request::Batch(items) => items.iter().try_for_each(validate),
+        Request::Hello
+        | Request::Describe
+        | Request::GetProps
+        | Request::AaeRoots { .. }
+        | Request::Gossip { .. } => Ok(()),
+    }
+}
+
 /// Frames a message: version byte, then postcard (version 1 unless that would lose an
 /// exception of a version vector).
 pub fn encode<T: Serialize>(message: &T) -> Vec<u8> {
@@ -426,6 +476,49 @@ mod tests {
         let mut as_v1 = body;
         as_v1[0] = PROTOCOL_V1;
         assert_ne!(decode::<Request>(&as_v1).ok(), Some(plain));
+    }
+
+    /// A peer's request names buckets and keys as a client's must, also inside a batch.
+    #[test]
+    fn requests_with_names_no_client_could_use_are_refused() {
+        let get = |bucket: &[u8], key: &[u8]| Request::Get {
+            bucket: bucket.to_vec(),
+            key: key.to_vec(),
+        };
+        assert_eq!(validate(&get(b"users", b"k")), Ok(()));
+        for bad in [
+            get(b"a$b", b"k"),
+            get(b"", b"k"),
+            get(b"users", b""),
+            get(&[b'b'; 65], b"k"),
+        ] {
+            assert!(validate(&bad).is_err(), "{bad:?}");
+            assert!(validate(&Request::Batch(vec![Request::Hello, bad])).is_err());
+        }
+        assert!(validate(&get(b"users", &[0; 1025])).is_err());
+        let entry = VersionedProps {
+            props: crate::quorum::BucketProps { n: 3, r: 2, w: 2 },
+            version: crate::props::PropsVersion {
+                millis: 1,
+                node: NodeId::new("n"),
+            },
+        };
+        let props = Request::PutProps {
+            props: [("no/slash".to_string(), entry)].into(),
+        };
+        assert!(validate(&props).is_err());
+        let crowd = Request::Gossip {
+            records: vec![
+                MemberRecord::new(
+                    NodeId::new("n"),
+                    "h:1".into(),
+                    None,
+                    crate::gossip::MemberState::Active
+                );
+                crate::gossip::MAX_MEMBERS + 1
+            ],
+        };
+        assert!(validate(&crowd).is_err());
     }
 
     /// A batch holds what a sender sends at most: one more item, or a count announced far

@@ -21,6 +21,16 @@ pub struct BucketName(String);
 impl BucketName {
     /// Checks `raw` against the bucket name rules.
     pub fn parse(raw: &[u8]) -> Result<Self, InputError> {
+        Self::check(raw)?;
+        // Every byte is ASCII, so this cannot fail; the error arm keeps the function total.
+        String::from_utf8(raw.to_vec())
+            .map(Self)
+            .map_err(|_| InputError::InvalidBucket("bucket name is not UTF-8".into()))
+    }
+
+    /// Checks `raw` against the bucket name rules without keeping it: for names that
+    /// arrive in a peer's message, held as bytes.
+    pub fn check(raw: &[u8]) -> Result<(), InputError> {
         if raw.is_empty() || raw.len() > MAX_BUCKET_LEN {
             return Err(InputError::InvalidBucket(format!(
                 "bucket names are 1 to {MAX_BUCKET_LEN} characters, got {}",
@@ -35,10 +45,7 @@ impl BucketName {
                 "bucket names use only [A-Za-z0-9_.-], found byte 0x{bad:02x}"
             )));
         }
-        // Every byte is ASCII, so this cannot fail; the error arm keeps the function total.
-        String::from_utf8(raw.to_vec())
-            .map(Self)
-            .map_err(|_| InputError::InvalidBucket("bucket name is not UTF-8".into()))
+        Ok(())
     }
 
     /// The name as text.
@@ -65,6 +72,12 @@ pub struct Key(Vec<u8>);
 impl Key {
     /// Checks the length of `raw` (keys are otherwise arbitrary bytes).
     pub fn parse(raw: Vec<u8>) -> Result<Self, InputError> {
+        Self::check(&raw)?;
+        Ok(Self(raw))
+    }
+
+    /// Checks `raw` as [`Key::parse`] does, without keeping it.
+    pub fn check(raw: &[u8]) -> Result<(), InputError> {
         if raw.is_empty() {
             return Err(InputError::InvalidKey("keys may not be empty".into()));
         }
@@ -74,7 +87,7 @@ impl Key {
                 raw.len()
             )));
         }
-        Ok(Self(raw))
+        Ok(())
     }
 
     /// The key's bytes.

@@ -46,6 +46,7 @@ pub async fn rpc(
     let body = body.map_err(|r| ApiError::new(r.status(), "invalid_body", r.body_text()))?;
     let request: Request = message::decode(&body)
         .map_err(|e| ApiError::bad_request("invalid_message", e.to_string()))?;
+    message::validate(&request).map_err(|why| ApiError::bad_request("invalid_message", why))?;
     let response = state.coordinator.handle(request).await;
     Ok((
         StatusCode::OK,
