@@ -83,6 +83,29 @@ impl RawConnection {
         })
     }
 
+    /// Connects to `addr` from `source`, an address of this host (127.0.0.2, say): a client
+    /// of its own as the server counts them.
+    pub fn open_from(source: std::net::IpAddr, addr: &str) -> std::io::Result<Self> {
+        let target = addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| std::io::Error::new(ErrorKind::InvalidInput, "no address"))?;
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(target),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.bind(&std::net::SocketAddr::new(source, 0).into())?;
+        socket.connect_timeout(&target.into(), CONNECT_TIMEOUT)?;
+        let stream: TcpStream = socket.into();
+        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_nodelay(true)?;
+        Ok(Self {
+            stream,
+            received: Vec::new(),
+        })
+    }
+
     /// Writes `bytes`. Fails when the server has closed or reset the connection (or stopped
     /// reading for 10 s).
     pub fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {

@@ -512,3 +512,72 @@ fn an_over_limit_body_sent_whole_still_gets_its_413() {
     let read = cluster.get(0, "big", b"k", "r=1");
     assert_eq!(read.status(), StatusCode::NOT_FOUND, "nothing was stored");
 }
+
+/// One client address cannot take every connection: before, 1,100 idle kept-alive
+/// connections from one address held every slot, a client elsewhere got no answer, and the
+/// node's peers, which share the slots, could not reach it. With short limits: 100
+/// connections from 127.0.0.2 hold 32 slots of 64 (the rest are closed at once), a client
+/// on 127.0.0.3 is served, and a write that needs every node still succeeds. A 401 closes
+/// its connection.
+#[test]
+fn one_client_address_cannot_take_every_connection() {
+    let cluster = Cluster::start_with(
+        3,
+        &[
+            "--max-connections",
+            "64",
+            "--max-connections-per-ip",
+            "32",
+            "--header-timeout-ms",
+            "30000",
+        ],
+    );
+    let addr = cluster.nodes[0].addr.clone();
+    let health = b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let served = |connection: &mut RawConnection| {
+        connection.send(health).is_ok()
+            && matches!(
+                connection.read_response(Duration::from_secs(2)),
+                RawOutcome::Response(ref r) if r.status == 200
+            )
+    };
+    let greedy: std::net::IpAddr = [127, 0, 0, 2].into();
+    let mut held = Vec::new();
+    for _ in 0..100 {
+        if let Ok(mut connection) = RawConnection::open_from(greedy, &addr) {
+            if served(&mut connection) {
+                held.push(connection);
+            }
+        }
+    }
+    report!(
+        "100 connections from 127.0.0.2: {} served and held",
+        held.len()
+    );
+    assert_eq!(held.len(), 32);
+
+    let mut other = RawConnection::open_from([127, 0, 0, 3].into(), &addr).unwrap();
+    assert!(served(&mut other), "a client on another address is served");
+    let put = cluster.put(1, "greedy", b"k", b"v", "w=3", None);
+    assert_eq!(
+        put.status(),
+        StatusCode::NO_CONTENT,
+        "the peers still reach the node"
+    );
+    assert!(cluster.metric(0, "quorumkv_connections_refused_per_ip_total", "") >= 68.0);
+
+    // A 401 closes its connection (here: an internode request without the secret).
+    let mut guess = RawConnection::open(&addr).unwrap();
+    guess
+        .send(b"POST /internal/v1/rpc HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\r\n\x01\x00")
+        .unwrap();
+    match guess.read_response(Duration::from_secs(2)) {
+        RawOutcome::Response(response) => assert_eq!(response.status, 401),
+        other => panic!("no 401: {other:?}"),
+    }
+    assert!(
+        guess.is_closed_within(Duration::from_secs(2)),
+        "the 401 closed the connection"
+    );
+    drop(held);
+}

@@ -156,7 +156,9 @@ impl Future for EdgeFuture {
     }
 }
 
-/// 401 `unauthorized`, with the scheme a client should use.
+/// 401 `unauthorized`, with the scheme a client should use, closing the connection: a
+/// caller without the credential has no use for it, and one that keeps guessing must
+/// connect again for each guess.
 fn unauthorized() -> Response {
     metrics::counter!("quorumkv_unauthorized_requests_total").increment(1);
     let mut response = ApiError::new(
@@ -165,9 +167,9 @@ fn unauthorized() -> Response {
         "missing or wrong credentials",
     )
     .into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    let headers = response.headers_mut();
+    headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 

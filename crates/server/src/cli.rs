@@ -124,6 +124,12 @@ pub struct ServeArgs {
     #[arg(long, env = "QUORUMKV_MAX_CONNECTIONS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
+    /// The most connections served at once from one client address; one more from it is
+    /// closed as soon as it is accepted. Keep it under --max-connections, so that one
+    /// client cannot take every slot from the others and from the node's peers.
+    #[arg(long, env = "QUORUMKV_MAX_CONNECTIONS_PER_IP", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections_per_ip: u32,
     /// How long a client may take to send a request's head (request line and headers), in
     /// milliseconds; also how long an idle kept-alive connection stays open.
     #[arg(long, env = "QUORUMKV_HEADER_TIMEOUT_MS", default_value_t = 10_000,

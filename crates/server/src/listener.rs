@@ -9,6 +9,10 @@
 //! - request heads over [`MAX_HEAD_BYTES`] are refused with a bare 431;
 //! - at most `max_connections` are open at once: past that the loop stops accepting, and
 //!   new connections wait in the kernel's backlog until one closes;
+//! - at most `max_connections_per_ip` of them come from one address: one more from that
+//!   address is closed as soon as it is accepted. Without this one client holding idle
+//!   kept-alive connections took every slot, and the node's peers, which share the pool,
+//!   could no longer reach it and marked it down;
 //! - with TLS, the handshake too must be done within the header timeout, in the
 //!   connection's own task (a slow handshake never delays the accept loop), holding its
 //!   connection slot: a client that connects and says nothing is closed like one that
@@ -18,8 +22,10 @@
 //! (`quorumkv_http_api::Edge`). Every accepted socket gets `TCP_NODELAY`:
 //! small responses must not wait for delayed ACKs.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -42,6 +48,8 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct ConnectionLimits {
     /// Connections served at once.
     pub max_connections: usize,
+    /// Connections served at once from one client address.
+    pub max_connections_per_ip: usize,
     /// The longest a client may take to send a request head, the first one or the next one
     /// on a kept-alive connection; with TLS, also the longest its handshake may take.
     pub header_timeout: Duration,
@@ -62,6 +70,7 @@ pub async fn serve(
         .header_read_timeout(limits.header_timeout)
         .max_header_size(MAX_HEAD_BYTES);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_ip = Arc::new(PerIp::default());
     let graceful = GracefulShutdown::new();
     // Handshakes are no connections yet for `graceful`: this tells them to give up.
     let (stopping, stop_handshakes) = watch::channel(false);
@@ -77,7 +86,13 @@ pub async fn serve(
         };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok((stream, from)) => match per_ip.take(from.ip(), limits.max_connections_per_ip) {
+                    Some(held) => (stream, held),
+                    None => {
+                        metrics::counter!("quorumkv_connections_refused_per_ip_total").increment(1);
+                        continue; // dropped: closed at once, and the slot is free again
+                    }
+                },
                 Err(error) => {
                     accept_failed(&error).await;
                     continue;
@@ -85,6 +100,7 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let (stream, held) = stream;
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
@@ -96,7 +112,7 @@ pub async fn serve(
                     // Clients that time out, reset or send garbage: theirs to know, not ours.
                     tracing::debug!(%error, "connection ended with an error");
                 }
-                drop(slot);
+                drop((slot, held));
             });
             continue;
         };
@@ -124,7 +140,7 @@ pub async fn serve(
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "connection ended with an error");
             }
-            drop(slot);
+            drop((slot, held));
         });
     }
     drop(listener);
@@ -138,6 +154,56 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; stopping without them");
+    }
+}
+
+/// The connections open from each client address.
+#[derive(Debug, Default)]
+struct PerIp {
+    // A std Mutex: held for one map update per accepted and per closed connection.
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PerIp {
+    /// Counts one more connection from `ip`, unless it already has `max`: the returned
+    /// guard counts it off when dropped.
+    fn take(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<HeldByIp> {
+        let mut open = self
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(ip).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(HeldByIp {
+            per_ip: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+/// One open connection from `ip`, counted in [`PerIp`] until dropped.
+#[derive(Debug)]
+struct HeldByIp {
+    per_ip: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl Drop for HeldByIp {
+    fn drop(&mut self) {
+        let mut open = self
+            .per_ip
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
     }
 }
 
