@@ -16,6 +16,16 @@ use reqwest::StatusCode;
 const TOKEN: &str = "client-token-for-tests-0123456789";
 const SECRET: &str = "cluster-secret-for-tests-0123456789";
 
+/// The state of each member in a `GET /v1/cluster` answer, in its order.
+fn member_states(view: &serde_json::Value) -> Vec<String> {
+    view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["state"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
 #[test]
 fn without_the_right_token_or_secret_nothing_is_read_or_changed() {
     let files = tempfile::tempdir().unwrap();
@@ -110,13 +120,7 @@ fn without_the_right_token_or_secret_nothing_is_read_or_changed() {
         .unwrap()
         .json()
         .unwrap();
-    let states: Vec<&str> = view["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|m| m["state"].as_str())
-        .collect();
-    assert_eq!(states, ["active"; 3], "{view}");
+    assert_eq!(member_states(&view), ["active"; 3], "{view}");
     let read = http
         .get(format!("{key_url}?r=3"))
         .header("authorization", bearer(TOKEN))
@@ -194,16 +198,11 @@ fn admin_routes_need_an_admin_token_and_a_live_member_is_removed_only_by_force()
             .json()
             .unwrap()
     };
-    let states = || -> Vec<String> {
+    let states = || {
         let view: serde_json::Value = send(TOKEN, reqwest::Method::GET, "/v1/cluster", None)
             .json()
             .unwrap();
-        view["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["state"].as_str().unwrap().to_string())
-            .collect()
+        member_states(&view)
     };
     let n_before = props(TOKEN)["n"].clone();
     assert_ne!(n_before, 2);
@@ -529,13 +528,7 @@ fn pages_of_other_origins_cannot_drive_a_node() {
     );
     // Nothing changed: every member still active.
     let view = cluster.cluster_view(0).unwrap();
-    let states: Vec<&str> = view["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|m| m["state"].as_str())
-        .collect();
-    assert_eq!(states, ["active"; 3], "{view}");
+    assert_eq!(member_states(&view), ["active"; 3], "{view}");
 
     // The node's own origin (its status page) and the probes from anywhere still work.
     let own = http

@@ -450,21 +450,26 @@ fn own_context_key(store: &Store) -> Result<ContextKey, quorumkv_replica::StoreE
     Ok(key)
 }
 
+/// The text of the credentials file `path` given to `flag`; an error names both, never the
+/// contents.
+fn read_credentials(flag: &str, path: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path)
+        .with_context(|| format!("{flag} {}: cannot read it", path.display()))
+}
+
 /// Reads the token files and the secret file named by the flags. A file that cannot be read or
 /// holds nothing usable stops the node at start, naming the flag, and so does a node with
 /// `peers` but no secret; the contents are never logged.
 fn load_credentials(args: &ServeArgs, peers: &[String]) -> anyhow::Result<Credentials> {
     let mut credentials = Credentials::default();
     if let Some(path) = &args.auth_token_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("--auth-token-file {}: cannot read it", path.display()))?;
+        let text = read_credentials("--auth-token-file", path)?;
         credentials = credentials
             .with_client_tokens(&text)
             .with_context(|| format!("--auth-token-file {}", path.display()))?;
     }
     if let Some(path) = &args.admin_token_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("--admin-token-file {}: cannot read it", path.display()))?;
+        let text = read_credentials("--admin-token-file", path)?;
         credentials = credentials
             .with_admin_tokens(&text)
             .with_context(|| format!("--admin-token-file {}", path.display()))?;
@@ -475,8 +480,7 @@ fn load_credentials(args: &ServeArgs, peers: &[String]) -> anyhow::Result<Creden
         );
     }
     if let Some(path) = &args.cluster_secret_file {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("--cluster-secret-file {}: cannot read it", path.display()))?;
+        let text = read_credentials("--cluster-secret-file", path)?;
         credentials = credentials
             .with_cluster_secret(&text)
             .with_context(|| format!("--cluster-secret-file {}", path.display()))?;
