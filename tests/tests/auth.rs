@@ -628,3 +628,58 @@ fn forged_or_borrowed_contexts_are_refused_and_the_key_stays_writable() {
     let read = cluster.get(1, "ctx", b"k", "r=3");
     assert_eq!(read.text().unwrap(), "two");
 }
+
+/// The cluster secret changes without an outage, in three rolling restarts of the secret
+/// file: `old` then `new` (every node sends the old one and accepts both), `new` then `old`
+/// (nodes send the new one, which every node accepts), then `new` alone. After each restart
+/// a write at w=3, with the context the previous write answered, reaches every node; at the
+/// end a peer sending the old secret is refused.
+#[test]
+fn the_cluster_secret_rotates_in_three_rolling_restarts_without_an_outage() {
+    use quorumkv_tests::context_of;
+    const OLD: &str = "old-cluster-secret-0123456789";
+    const NEW: &str = "new-cluster-secret-0123456789";
+    let files = tempfile::tempdir().unwrap();
+    let secret = files.path().join("secret");
+    std::fs::write(&secret, format!("{OLD}\n")).unwrap();
+    let mut cluster = Cluster::start_with(3, &["--cluster-secret-file", secret.to_str().unwrap()]);
+    let put = cluster.put(0, "rotate", b"k", b"v0", "w=3", None);
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    let mut context = context_of(&put).unwrap();
+    for (step, text) in [
+        (1, format!("{OLD}\n{NEW}\n")),
+        (2, format!("{NEW}\n{OLD}\n")),
+        (3, format!("{NEW}\n")),
+    ] {
+        std::fs::write(&secret, text).unwrap();
+        for node in 0..3 {
+            assert!(cluster.terminate(node).success());
+            cluster.restart(node);
+            let value = format!("v{step}-{node}");
+            let put = cluster.put(
+                (node + 1) % 3,
+                "rotate",
+                b"k",
+                value.as_bytes(),
+                "w=3",
+                Some(&context),
+            );
+            assert_eq!(
+                put.status(),
+                StatusCode::NO_CONTENT,
+                "step {step}, node {node} restarted"
+            );
+            context = context_of(&put).unwrap();
+        }
+    }
+    let read = cluster.get(2, "rotate", b"k", "r=3");
+    assert_eq!(read.text().unwrap(), "v3-2");
+    let rpc = format!("{}/internal/v1/rpc", cluster.url(0));
+    let old = reqwest::blocking::Client::new()
+        .post(rpc)
+        .header("x-quorumkv-cluster-secret", OLD)
+        .body(vec![1u8, 0])
+        .send()
+        .unwrap();
+    assert_eq!(old.status(), StatusCode::UNAUTHORIZED);
+}

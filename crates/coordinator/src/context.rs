@@ -44,9 +44,16 @@ const DERIVATION_TAG: &[u8] = b"quorumkv causal context key v1";
 /// Tokens longer than this are refused before decoding.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 
-/// The key that signs causal context tokens; the same on every node of a cluster.
+/// The key that signs causal context tokens; the same on every node of a cluster. During a
+/// rotation of the cluster secret it also checks tokens signed under the other secret
+/// ([`ContextKey::also_accepting`]), so that no client has to read again.
 #[derive(Clone)]
-pub struct ContextKey([u8; 32]);
+pub struct ContextKey {
+    /// Signs, and checks.
+    key: [u8; 32],
+    /// Checks only.
+    previous: Option<[u8; 32]>,
+}
 
 impl std::fmt::Debug for ContextKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -62,35 +69,37 @@ impl ContextKey {
         mac.update(DERIVATION_TAG);
         let mut key = [0; 32];
         key.copy_from_slice(&mac.finalize().into_bytes());
-        Self(key)
+        Self::from_bytes(key)
+    }
+
+    /// This key, also checking tokens signed under `other` (the other secret of a
+    /// rotation); it still signs with its own.
+    pub fn also_accepting(mut self, other: &ContextKey) -> Self {
+        self.previous = Some(other.key);
+        self
     }
 
     /// A new random key (a node alone makes one for good and keeps it).
     pub fn random() -> Self {
-        Self(rand::random())
+        Self::from_bytes(rand::random())
     }
 
     /// A key of these bytes (a node alone keeps one in its data directory).
     pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(bytes)
+        Self {
+            key: bytes,
+            previous: None,
+        }
     }
 
     /// This key's bytes, to keep.
     pub fn to_bytes(&self) -> [u8; 32] {
-        self.0
+        self.key
     }
 
-    /// The MAC of a token's `body` for `bucket`/`key`.
+    /// The MAC under the signing key of a token's `body` for `bucket`/`key`.
     fn mac(&self, bucket: &[u8], key: &[u8], body: &[u8]) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
-            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
-        mac.update(DOMAIN_TAG);
-        for part in [bucket, key] {
-            mac.update(&(part.len() as u64).to_be_bytes());
-            mac.update(part);
-        }
-        mac.update(body);
-        mac
+        mac_under(&self.key, bucket, key, body)
     }
 
     /// Signs `body` (a version byte and a payload, whatever they hold) as a token of
@@ -143,11 +152,12 @@ impl ContextKey {
             return Err(invalid("token is truncated"));
         }
         let (body, tag) = bytes.split_at(bytes.len() - MAC_LEN);
-        if self
-            .mac(bucket, key, body)
-            .verify_truncated_left(tag)
-            .is_err()
-        {
+        let signed_under = |secret_key: &[u8; 32]| {
+            mac_under(secret_key, bucket, key, body)
+                .verify_truncated_left(tag)
+                .is_ok()
+        };
+        if !signed_under(&self.key) && !self.previous.as_ref().is_some_and(signed_under) {
             return Err(invalid(
                 "token was not issued for this key by this cluster (damaged, forged, or of another key)",
             ));
@@ -165,6 +175,19 @@ impl ContextKey {
         }
         Ok(clock)
     }
+}
+
+/// The MAC under `secret_key` of a token's `body` for `bucket`/`key`.
+fn mac_under(secret_key: &[u8; 32], bucket: &[u8], key: &[u8], body: &[u8]) -> Hmac<Sha256> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret_key)
+        .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+    mac.update(DOMAIN_TAG);
+    for part in [bucket, key] {
+        mac.update(&(part.len() as u64).to_be_bytes());
+        mac.update(part);
+    }
+    mac.update(body);
+    mac
 }
 
 #[cfg(test)]
@@ -215,6 +238,24 @@ mod tests {
             key().to_bytes(),
             ContextKey::from_secret(b"a-cluster-secret-for-tests").to_bytes()
         );
+    }
+
+    /// During a rotation of the cluster secret, tokens signed under either secret are good,
+    /// and new ones are signed under the first.
+    #[test]
+    fn a_rotation_checks_tokens_of_both_secrets() {
+        let old = key();
+        let new = ContextKey::from_secret(b"the-next-cluster-secret");
+        let rotating = new.clone().also_accepting(&old);
+        let by_old = old.encode(b"b", b"k", &sample());
+        assert_eq!(rotating.decode(b"b", b"k", &by_old), Ok(sample()));
+        let by_rotating = rotating.encode(b"b", b"k", &sample());
+        assert_eq!(new.decode(b"b", b"k", &by_rotating), Ok(sample()));
+        assert!(old.decode(b"b", b"k", &by_rotating).is_err());
+        let stranger = ContextKey::from_secret(b"a-stranger-secret");
+        assert!(rotating
+            .decode(b"b", b"k", &stranger.encode(b"b", b"k", &sample()))
+            .is_err());
     }
 
     #[test]

@@ -76,7 +76,9 @@ struct Token {
 pub struct Credentials {
     client_tokens: Option<Vec<Token>>,
     admin_tokens: Option<Vec<Token>>,
-    cluster_secret: Option<String>,
+    /// The secrets a peer may send: the first is the one this node sends; a second is
+    /// accepted too, during a rotation.
+    cluster_secrets: Vec<String>,
 }
 
 impl fmt::Debug for Credentials {
@@ -88,8 +90,12 @@ impl fmt::Debug for Credentials {
             )
             .field("admin_tokens", &self.admin_tokens.as_ref().map(|t| t.len()))
             .field(
-                "cluster_secret",
-                &self.cluster_secret.as_ref().map(|_| "<redacted>"),
+                "cluster_secrets",
+                &self
+                    .cluster_secrets
+                    .iter()
+                    .map(|_| "<redacted>")
+                    .collect::<Vec<_>>(),
             )
             .finish()
     }
@@ -219,29 +225,50 @@ impl Credentials {
         Ok(self)
     }
 
-    /// The cluster secret from the text of a secret file (surrounding white space dropped);
-    /// an empty, too short or placeholder secret is refused.
+    /// The cluster secret from the text of a secret file: one line, or two during a
+    /// rotation (surrounding white space dropped). The first line is what this node sends;
+    /// both are accepted from peers. So a secret changes without an outage in three rolling
+    /// restarts: `old` then `new` (every node still sends the old one, and accepts both),
+    /// then `new` then `old` (nodes send the new one, which every node accepts), then `new`
+    /// alone. An empty, too short or placeholder secret, or a third line, is refused.
     pub fn with_cluster_secret(mut self, text: &str) -> Result<Self, CredentialsError> {
-        let secret = text.trim();
-        if secret.len() < MIN_CREDENTIAL_LEN {
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        if lines.is_empty() || lines.len() > 2 {
             return Err(CredentialsError(format!(
-                "the cluster secret must be at least {MIN_CREDENTIAL_LEN} characters"
+                "the cluster secret file holds {} lines; one, or two during a rotation",
+                lines.len()
             )));
         }
-        check_strength(secret)
-            .map_err(|why| CredentialsError(format!("the cluster secret: {why}")))?;
-        if HeaderValue::from_str(secret).is_err() {
-            return Err(CredentialsError(
-                "the cluster secret must be printable ASCII".into(),
-            ));
+        for secret in &lines {
+            if secret.len() < MIN_CREDENTIAL_LEN {
+                return Err(CredentialsError(format!(
+                    "the cluster secret must be at least {MIN_CREDENTIAL_LEN} characters"
+                )));
+            }
+            check_strength(secret)
+                .map_err(|why| CredentialsError(format!("the cluster secret: {why}")))?;
+            if HeaderValue::from_str(secret).is_err() {
+                return Err(CredentialsError(
+                    "the cluster secret must be printable ASCII".into(),
+                ));
+            }
         }
-        self.cluster_secret = Some(secret.to_string());
+        self.cluster_secrets = lines.into_iter().map(str::to_string).collect();
         Ok(self)
     }
 
-    /// The secret this node's transport sends, if any.
+    /// The secret this node's transport sends, if any: the file's first line.
     pub fn cluster_secret(&self) -> Option<&str> {
-        self.cluster_secret.as_deref()
+        self.cluster_secrets.first().map(String::as_str)
+    }
+
+    /// Every secret accepted from peers, the one sent first.
+    pub fn cluster_secrets(&self) -> &[String] {
+        &self.cluster_secrets
     }
 
     /// Whether client routes need a token: either token file was given.
@@ -264,10 +291,11 @@ impl Credentials {
         headers: &HeaderMap,
     ) -> Result<Caller, Refusal> {
         if path.starts_with("/internal/") {
-            let admitted = self.cluster_secret.as_ref().is_some_and(|secret| {
-                headers
-                    .get(CLUSTER_SECRET_HEADER)
-                    .is_some_and(|given| equal(given.as_bytes(), secret.as_bytes()))
+            // Every accepted secret is compared, so the time taken does not tell which.
+            let admitted = headers.get(CLUSTER_SECRET_HEADER).is_some_and(|given| {
+                self.cluster_secrets.iter().fold(false, |found, secret| {
+                    found | equal(given.as_bytes(), secret.as_bytes())
+                })
             });
             return if admitted {
                 Ok(Caller::Peer)
@@ -366,6 +394,31 @@ mod tests {
             &Credentials::default(),
             request("/internal/v1/rpc", &[])
         ));
+    }
+
+    /// During a rotation the file holds two secrets: both are admitted, the first is sent.
+    #[test]
+    fn a_rotation_accepts_both_secrets_and_sends_the_first() {
+        let c = Credentials::default()
+            .with_cluster_secret("new-secret-0123456789\nold-secret-0123456789\n")
+            .unwrap();
+        assert_eq!(c.cluster_secret(), Some("new-secret-0123456789"));
+        for secret in ["new-secret-0123456789", "old-secret-0123456789"] {
+            assert!(admits(
+                &c,
+                request("/internal/v1/rpc", &[(CLUSTER_SECRET_HEADER, secret)])
+            ));
+        }
+        assert!(!admits(
+            &c,
+            request(
+                "/internal/v1/rpc",
+                &[(CLUSTER_SECRET_HEADER, "third-secret-0123456789")]
+            )
+        ));
+        let three = "a-secret-0123456789\nb-secret-0123456789\nc-secret-0123456789";
+        assert!(Credentials::default().with_cluster_secret(three).is_err());
+        assert!(Credentials::default().with_cluster_secret("\n\n").is_err());
     }
 
     #[test]

@@ -193,7 +193,8 @@ pub struct ServeArgs {
     #[arg(long, env = "QUORUMKV_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
     /// File holding the cluster secret (at least 16 characters): when given, internode
-    /// routes need it and this node sends it. Give every node the same file.
+    /// routes need it and this node sends it. Give every node the same file. During a
+    /// rotation it holds two lines: the first is sent, both are accepted.
     #[arg(long, env = "QUORUMKV_CLUSTER_SECRET_FILE")]
     pub cluster_secret_file: Option<PathBuf>,
     /// PEM file of this node's certificate chain, leaf first: with --tls-key, the node

@@ -134,9 +134,12 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     .await?
     .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
     let store = Arc::new(store);
-    let context_key = match credentials.cluster_secret() {
-        Some(secret) => ContextKey::from_secret(secret.as_bytes()),
-        None => {
+    let context_key = match credentials.cluster_secrets() {
+        [sent] => ContextKey::from_secret(sent.as_bytes()),
+        // During a rotation: sign under the secret sent, check under both.
+        [sent, other, ..] => ContextKey::from_secret(sent.as_bytes())
+            .also_accepting(&ContextKey::from_secret(other.as_bytes())),
+        [] => {
             let store = Arc::clone(&store);
             tokio::task::spawn_blocking(move || own_context_key(&store))
                 .await?
