@@ -596,17 +596,20 @@ impl Cluster {
     /// `--fault-injection`); an empty list heals.
     pub fn cut(&self, i: usize, peers: &[usize]) {
         let blocked: Vec<&str> = peers.iter().map(|&p| self.nodes[p].addr.as_str()).collect();
+        let body = serde_json::json!({ "blocked": blocked });
+        self.set_fault_switch(i, "partition", &body, &format!("fault switch of node {i}"));
+    }
+
+    /// `PUT /internal/v1/fault/{switch}` on node `i` with `body`; asserts the 204, naming
+    /// `what` if it does not come.
+    fn set_fault_switch(&self, i: usize, switch: &str, body: &serde_json::Value, what: &str) {
         let response = self
             .http
-            .put(format!("{}/internal/v1/fault/partition", self.url(i)))
-            .json(&serde_json::json!({ "blocked": blocked }))
+            .put(format!("{}/internal/v1/fault/{switch}", self.url(i)))
+            .json(body)
             .send()
             .expect("fault switch");
-        assert_eq!(
-            response.status(),
-            StatusCode::NO_CONTENT,
-            "fault switch of node {i}"
-        );
+        assert_eq!(response.status(), StatusCode::NO_CONTENT, "{what}");
     }
 
     /// Waits until nodes `nodes` each see `members` members, all active, and nothing
@@ -636,17 +639,8 @@ impl Cluster {
     /// Plants the replica bug `fault` (a `PUT /internal/v1/fault/replica` name) on node
     /// `i`, which must run with `--fault-injection`.
     pub fn plant_fault(&self, i: usize, fault: &str) {
-        let response = self
-            .http
-            .put(format!("{}/internal/v1/fault/replica", self.url(i)))
-            .json(&serde_json::json!({ "fault": fault }))
-            .send()
-            .expect("fault switch");
-        assert_eq!(
-            response.status(),
-            StatusCode::NO_CONTENT,
-            "plant {fault} on node {i}"
-        );
+        let body = serde_json::json!({ "fault": fault });
+        self.set_fault_switch(i, "replica", &body, &format!("plant {fault} on node {i}"));
     }
 
     /// Node `i`'s own copy of `bucket`/`key` (`local=true`): its value, or `None` when
