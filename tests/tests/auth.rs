@@ -629,6 +629,71 @@ fn forged_or_borrowed_contexts_are_refused_and_the_key_stays_writable() {
     assert_eq!(read.text().unwrap(), "two");
 }
 
+/// A context signed with the cluster's key (one that leaked, or a bug that hands out
+/// clocks of the future) still cannot name dots the minting replica never made: the
+/// replica compares the context's entry for its own actor with what it has minted, and a
+/// context ahead of it gets 400 `invalid_context`, on a write and on a delete. Nothing is
+/// stored, and the key goes on taking writes; before the check, counters near 2^64 in a
+/// well-signed context made every later write of the key fail on counter overflow. (Only
+/// the minting replica's own entry can be checked so: the signature is what keeps the
+/// other entries honest.)
+#[test]
+fn a_signed_context_ahead_of_the_minting_replica_is_refused() {
+    use quorumkv_coordinator::ContextKey;
+    use quorumkv_replica::VersionVector;
+    use quorumkv_tests::context_of;
+
+    let cluster = Cluster::start(3);
+    let signer = ContextKey::from_secret(cluster.cluster_secret().as_bytes());
+    // Each node owns every key of a cluster of three, and mints the writes it coordinates:
+    // a first write through it names its actor alone.
+    let actors: Vec<_> = (0..3)
+        .map(|node| {
+            let probe = format!("probe-{node}");
+            let put = cluster.put(node, "ahead", probe.as_bytes(), b"p", "w=3", None);
+            assert_eq!(put.status(), StatusCode::NO_CONTENT);
+            let token = context_of(&put).unwrap();
+            let clock = signer.decode(b"ahead", probe.as_bytes(), &token).unwrap();
+            let entries: Vec<_> = clock.iter().collect();
+            assert_eq!(entries.len(), 1, "{clock:?}");
+            entries[0].0
+        })
+        .collect();
+    let put = cluster.put(0, "ahead", b"k", b"one", "w=3", None);
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    let token = context_of(&cluster.get(1, "ahead", b"k", "r=3")).unwrap();
+    let clock = signer.decode(b"ahead", b"k", &token).unwrap();
+    for counter in [1_000, u64::MAX - 1] {
+        for (node, actor) in actors.iter().enumerate() {
+            let ahead: VersionVector = clock.iter().chain([(*actor, counter)]).collect();
+            let forged = signer.encode(b"ahead", b"k", &ahead);
+            let put = cluster.put(node, "ahead", b"k", b"forged", "w=2", Some(&forged));
+            assert_eq!(
+                error_of(put),
+                (StatusCode::BAD_REQUEST, "invalid_context".into()),
+                "counter {counter}, at node {node}"
+            );
+            let delete = cluster.delete(node, "ahead", b"k", "w=2", Some(&forged));
+            assert_eq!(
+                error_of(delete),
+                (StatusCode::BAD_REQUEST, "invalid_context".into()),
+                "counter {counter}, at node {node}"
+            );
+        }
+    }
+    for node in 0..3 {
+        let read = cluster.get(node, "ahead", b"k", "r=3");
+        assert_eq!(read.text().unwrap(), "one", "node {node}");
+    }
+    let put = cluster.put(2, "ahead", b"k", b"two", "w=3", Some(&token));
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+    let read = cluster.get(0, "ahead", b"k", "r=3");
+    let context = context_of(&read);
+    assert_eq!(read.text().unwrap(), "two");
+    let put = cluster.put(1, "ahead", b"k", b"three", "w=3", context.as_deref());
+    assert_eq!(put.status(), StatusCode::NO_CONTENT);
+}
+
 /// The cluster secret changes without an outage, in three rolling restarts of the secret
 /// file: `old` then `new` (every node sends the old one and accepts both), `new` then `old`
 /// (nodes send the new one, which every node accepts), then `new` alone. After each restart

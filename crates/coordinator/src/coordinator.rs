@@ -808,6 +808,7 @@ fn store_error(error: &StoreError) -> Response {
         StoreError::TooManySiblings { .. } => RemoteErrorKind::TooManySiblings,
         StoreError::ObjectTooLarge { .. } => RemoteErrorKind::ObjectTooLarge,
         StoreError::ClockTooLarge { .. } => RemoteErrorKind::ClockTooLarge,
+        StoreError::ContextAhead { .. } => RemoteErrorKind::ContextAhead,
         _ => RemoteErrorKind::Storage,
     };
     Response::Error {

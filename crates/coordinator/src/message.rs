@@ -233,6 +233,11 @@ pub enum RemoteErrorKind {
     ObjectTooLarge,
     /// The key's clock would hold more entries than the limit.
     ClockTooLarge,
+    /// The write's context names a dot of the minting replica's actor that it never
+    /// minted: a context not read from this cluster. Last, so that the variants before
+    /// it keep their indexes on the wire; a node that predates it fails to decode it and
+    /// counts the replica as failed, as for any answer it cannot read.
+    ContextAhead,
 }
 
 /// A body that could not be decoded.

@@ -125,6 +125,19 @@ pub enum StoreError {
         /// The limit.
         max: usize,
     },
+    /// The write's context says this replica's actor minted a dot it never minted:
+    /// the context was not read from this cluster (a forged or edited token), and a
+    /// write under it is refused, since minting past it would make the clocks of other
+    /// replicas cover dots they never saw. Nothing was stored.
+    #[error(
+        "the causal context names counter {claimed} of this replica's actor, which has          minted only up to {minted}: the context was not read from this cluster"
+    )]
+    ContextAhead {
+        /// The counter the context claims for this replica's actor.
+        claimed: u64,
+        /// The highest counter the actor has minted.
+        minted: u64,
+    },
 }
 
 impl StoreError {

@@ -485,10 +485,19 @@ impl Store {
                 max: self.max_clock_entries,
             });
         }
+        let minted = self.minted.load(Ordering::Relaxed);
+        let claimed = context.get(self.actor);
+        // Every context naming this actor was answered after its dot was counted in
+        // `minted`, and an actor never outlives its open: a context ahead of it comes
+        // from elsewhere. The planted actor reuse keeps the old actor, whose earlier
+        // dots the count of this open does not know, so it skips the check.
+        if claimed > minted && !self.count_per_key {
+            return Err(StoreError::ContextAhead { claimed, minted });
+        }
         let floor = if self.count_per_key {
             1
         } else {
-            self.minted.load(Ordering::Relaxed).saturating_add(1)
+            minted.saturating_add(1)
         };
         let dot = object
             .update_from(self.actor, floor, context, value)

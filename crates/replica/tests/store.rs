@@ -156,6 +156,48 @@ fn a_write_past_the_clock_limit_is_refused_and_a_delete_is_not() {
     assert_eq!(deleted.clock().len(), 3);
 }
 
+/// A context naming a dot of this store's actor that it never minted is refused, for a
+/// write and a delete, and changes nothing: minting past it would hand other replicas a
+/// clock that covers dots they never saw (their writes would drop as already seen), and
+/// a counter near 2^64 would leave the key unwritable. A context naming what was minted,
+/// on any key, is taken.
+#[test]
+fn a_context_ahead_of_the_minting_actor_is_refused() {
+    let dir = TempDir::new().unwrap();
+    let store = open(dir.path());
+    let one = store
+        .coordinate(BUCKET, b"k", &VersionVector::new(), text("one"))
+        .unwrap();
+    store
+        .coordinate(BUCKET, b"other", &VersionVector::new(), text("x"))
+        .unwrap();
+    let actor = store.actor();
+    for claimed in [3, u64::MAX - 1, u64::MAX] {
+        let ahead: VersionVector = [(actor, claimed)].into_iter().collect();
+        for value in [text("forged"), Value::Tombstone] {
+            let refused = store.coordinate(BUCKET, b"k", &ahead, value);
+            assert!(
+                matches!(
+                    refused,
+                    Err(StoreError::ContextAhead { claimed: c, minted: 2 }) if c == claimed
+                ),
+                "{claimed}: {refused:?}"
+            );
+        }
+    }
+    assert_eq!(store.get(BUCKET, b"k").unwrap().as_ref(), Some(&one));
+    // Counter 2 was minted (for another key): a context naming it is not ahead.
+    let at_minted: VersionVector = [(actor, 2)].into_iter().collect();
+    let two = store
+        .coordinate(BUCKET, b"k", &at_minted, text("two"))
+        .unwrap();
+    assert_eq!(values(&two), vec![b"two".as_slice()]);
+    let written = store
+        .coordinate(BUCKET, b"k", two.clock(), text("three"))
+        .unwrap();
+    assert_eq!(values(&written), vec![b"three".as_slice()]);
+}
+
 /// The planted bug of the restore control keeps the actor across opens while its mark is
 /// on, and only then: without it the control would prove nothing.
 #[test]

@@ -34,7 +34,7 @@ use quorumkv_ring::NodeId;
 use tokio::time::Instant;
 
 use super::{quorum_unavailable, timed_out_failure, unexpected, Coordinator, Quorum};
-use crate::error::{CoordinatorError, Operation, ReplicaFailure};
+use crate::error::{CoordinatorError, InputError, Operation, ReplicaFailure};
 use crate::message::{RemoteErrorKind, Request, Response};
 use crate::placement::Placement;
 use crate::{BucketName, Key};
@@ -407,8 +407,7 @@ impl Coordinator {
 }
 
 /// A mint refused for what the write itself is (too many siblings, too large a record or
-/// clock):
-/// another owner holds the same key and would refuse it too, so the client hears why at
+/// clock, a context that names dots the minting replica never made): another owner holds the same key and would refuse it too, so the client hears why at
 /// once instead of a quorum failure.
 fn refused_as_written(kind: RemoteErrorKind, message: &str) -> Result<(), CoordinatorError> {
     match kind {
@@ -425,6 +424,9 @@ fn refused_as_written(kind: RemoteErrorKind, message: &str) -> Result<(), Coordi
             Err(CoordinatorError::ObjectTooLarge(message.to_string()))
         }
         RemoteErrorKind::ClockTooLarge => Err(CoordinatorError::ClockTooLarge(message.to_string())),
+        RemoteErrorKind::ContextAhead => Err(CoordinatorError::Input(InputError::InvalidContext(
+            message.to_string(),
+        ))),
         _ => Ok(()),
     }
 }
