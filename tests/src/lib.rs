@@ -587,6 +587,28 @@ impl Cluster {
         self.nodes[i].signal(Signal::SIGSTOP).expect("SIGSTOP");
     }
 
+    /// Sends node `i` a SIGHUP, which makes it read its credential files again, and waits
+    /// (at most 10 s) until it has: returns the outcome, `"applied"` or `"refused"` (its
+    /// `quorumkv_credential_reloads_total`). The harness's token must stay good.
+    pub fn reload_credentials(&mut self, i: usize) -> &'static str {
+        const NAME: &str = "quorumkv_credential_reloads_total";
+        let count =
+            |cluster: &Self, outcome: &str| cluster.metric(i, NAME, &format!("outcome=\"{outcome}\""));
+        let before = (count(self, "applied"), count(self, "refused"));
+        self.nodes[i].signal(Signal::SIGHUP).expect("SIGHUP");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if count(self, "applied") > before.0 {
+                return "applied";
+            }
+            if count(self, "refused") > before.1 {
+                return "refused";
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("node {i} did not read its credentials again within 10 s");
+    }
+
     /// Resumes a paused node (SIGCONT).
     pub fn resume(&mut self, i: usize) {
         self.nodes[i].signal(Signal::SIGCONT).expect("SIGCONT");

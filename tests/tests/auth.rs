@@ -748,3 +748,124 @@ fn the_cluster_secret_rotates_in_three_rolling_restarts_without_an_outage() {
         .unwrap();
     assert_eq!(old.status(), StatusCode::UNAUTHORIZED);
 }
+
+/// On SIGHUP a node reads its token files and its cluster secret again, so credentials
+/// change without a restart: a client token and an admin token are replaced, a file that
+/// fails the start-up checks changes nothing, and the secret rotates through its two-line
+/// file in three steps, each applied on every node, while writes at w=3 go on reaching
+/// every node. Contexts issued under the old secret stay good until its last step.
+#[test]
+fn credentials_and_the_cluster_secret_are_read_again_on_sighup() {
+    use quorumkv_tests::context_of;
+    const OLD_CLIENT: &str = "old-client-token-0123456789";
+    const NEW_CLIENT: &str = "new-client-token-0123456789";
+    const OLD_ADMIN: &str = "old-admin-token-0123456789";
+    const NEW_ADMIN: &str = "new-admin-token-0123456789";
+    const OLD: &str = "old-cluster-secret-0123456789";
+    const NEW: &str = "new-cluster-secret-0123456789";
+    let files = tempfile::tempdir().unwrap();
+    let (tokens, admins, secret) = (
+        files.path().join("tokens"),
+        files.path().join("admins"),
+        files.path().join("secret"),
+    );
+    // The harness's token stays on line 1 throughout; line 2 changes.
+    std::fs::write(&tokens, format!("{TOKEN}\n{OLD_CLIENT}\n")).unwrap();
+    std::fs::write(&admins, format!("{OLD_ADMIN}\n")).unwrap();
+    std::fs::write(&secret, format!("{OLD}\n")).unwrap();
+    let mut cluster = Cluster::start_authenticated(
+        3,
+        &[
+            "--auth-token-file",
+            tokens.to_str().unwrap(),
+            "--admin-token-file",
+            admins.to_str().unwrap(),
+            "--cluster-secret-file",
+            secret.to_str().unwrap(),
+        ],
+        TOKEN,
+    );
+    let http = reqwest::blocking::Client::new();
+    let urls: Vec<String> = (0..3).map(|node| cluster.url(node)).collect();
+    let status = |node: usize, token: &str, method: reqwest::Method, path: &str| {
+        let mut request = http
+            .request(method.clone(), format!("{}{path}", urls[node]))
+            .header("authorization", format!("Bearer {token}"));
+        if method == reqwest::Method::PUT {
+            request = request.json(&serde_json::json!({"n": 3}));
+        }
+        request.send().unwrap().status()
+    };
+    let (get, put) = (reqwest::Method::GET, reqwest::Method::PUT);
+    for node in 0..3 {
+        assert_eq!(status(node, OLD_CLIENT, get.clone(), "/v1/cluster"), StatusCode::OK);
+        assert_eq!(status(node, OLD_ADMIN, put.clone(), "/v1/buckets/hup/props"), StatusCode::OK);
+        assert_eq!(status(node, NEW_CLIENT, get.clone(), "/v1/cluster"), StatusCode::UNAUTHORIZED);
+    }
+
+    std::fs::write(&tokens, format!("{TOKEN}\n{NEW_CLIENT}\n")).unwrap();
+    std::fs::write(&admins, format!("{NEW_ADMIN}\n")).unwrap();
+    for node in 0..3 {
+        assert_eq!(cluster.reload_credentials(node), "applied");
+    }
+    for node in 0..3 {
+        assert_eq!(status(node, NEW_CLIENT, get.clone(), "/v1/cluster"), StatusCode::OK);
+        assert_eq!(status(node, OLD_CLIENT, get.clone(), "/v1/cluster"), StatusCode::UNAUTHORIZED);
+        assert_eq!(status(node, NEW_ADMIN, put.clone(), "/v1/buckets/hup/props"), StatusCode::OK);
+        assert_eq!(status(node, OLD_ADMIN, put.clone(), "/v1/buckets/hup/props"), StatusCode::UNAUTHORIZED);
+        assert_eq!(status(node, NEW_CLIENT, put.clone(), "/v1/buckets/hup/props"), StatusCode::FORBIDDEN);
+    }
+
+    // A file the start-up checks refuse: the node keeps what it had.
+    std::fs::write(&tokens, "replace-me\n").unwrap();
+    assert_eq!(cluster.reload_credentials(0), "refused");
+    assert_eq!(status(0, NEW_CLIENT, get.clone(), "/v1/cluster"), StatusCode::OK);
+    assert_eq!(status(0, OLD_CLIENT, get.clone(), "/v1/cluster"), StatusCode::UNAUTHORIZED);
+    std::fs::write(&tokens, format!("{TOKEN}\n{NEW_CLIENT}\n")).unwrap();
+    assert_eq!(cluster.reload_credentials(0), "applied");
+
+    // The secret, in three steps: after each node's reload, a write at w=3 with the context
+    // the previous write answered reaches every node.
+    let put_key = |cluster: &Cluster, node: usize, value: &str, context: Option<&str>| {
+        cluster.put(node, "hup", b"k", value.as_bytes(), "w=3", context)
+    };
+    let first = put_key(&cluster, 0, "v0", None);
+    assert_eq!(first.status(), StatusCode::NO_CONTENT);
+    let mut context = context_of(&first).unwrap();
+    let mut signed_under_old = String::new();
+    for (step, text) in [
+        (1, format!("{OLD}\n{NEW}\n")),
+        (2, format!("{NEW}\n{OLD}\n")),
+        (3, format!("{NEW}\n")),
+    ] {
+        std::fs::write(&secret, text).unwrap();
+        for node in 0..3 {
+            assert_eq!(cluster.reload_credentials(node), "applied", "step {step}");
+            let value = format!("v{step}-{node}");
+            let put = put_key(&cluster, (node + 1) % 3, &value, Some(&context));
+            assert_eq!(put.status(), StatusCode::NO_CONTENT, "step {step}, node {node}");
+            context = context_of(&put).unwrap();
+            if step == 1 {
+                signed_under_old.clone_from(&context);
+            }
+        }
+    }
+    let read = cluster.get(2, "hup", b"k", "r=3");
+    assert_eq!(read.text().unwrap(), "v3-2");
+    // The last step dropped the old secret: its contexts and its peers are refused.
+    let stale = put_key(&cluster, 0, "stale", Some(&signed_under_old));
+    assert_eq!(
+        error_of(stale),
+        (StatusCode::BAD_REQUEST, "invalid_context".into())
+    );
+    let rpc = |secret: &str| {
+        http.post(format!("{}/internal/v1/rpc", cluster.url(1)))
+            .header("x-quorumkv-cluster-secret", secret)
+            .body(vec![1u8, 0])
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(rpc(OLD), StatusCode::UNAUTHORIZED);
+    assert_ne!(rpc(NEW), StatusCode::UNAUTHORIZED);
+}

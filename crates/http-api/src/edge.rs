@@ -33,6 +33,7 @@ use tokio::time::Timeout;
 use tower::Service;
 
 use crate::auth::{Credentials, Refusal};
+use crate::current::Current;
 use crate::browser::BrowserGuard;
 use crate::error::ApiError;
 
@@ -41,14 +42,15 @@ use crate::error::ApiError;
 #[derive(Clone, Debug)]
 pub struct Edge {
     router: Router,
-    credentials: Arc<Credentials>,
+    /// As they are when each request comes: a reload replaces them.
+    credentials: Current<Credentials>,
     browser: Arc<BrowserGuard>,
     limit: Duration,
 }
 
 impl Edge {
     /// Puts `router` behind the edge.
-    pub fn new(router: Router, credentials: Arc<Credentials>, limit: Duration) -> Self {
+    pub fn new(router: Router, credentials: Current<Credentials>, limit: Duration) -> Self {
         Self {
             router,
             credentials,
@@ -92,6 +94,7 @@ where
         }
         let checked =
             self.credentials
+                .get()
                 .check(request.method(), request.uri().path(), request.headers());
         let caller = match checked {
             Ok(caller) => caller,
@@ -241,7 +244,7 @@ mod tests {
     async fn a_request_over_its_time_gets_408_and_the_connection_closes() {
         let edge = Edge::new(
             slow_router(),
-            Arc::new(Credentials::default()),
+            Current::new(Credentials::default()),
             Duration::from_millis(20),
         );
         let response = edge.oneshot(request("/slow", &[])).await.unwrap();
@@ -260,7 +263,11 @@ mod tests {
             .unwrap()
             .with_cluster_secret("a-long-enough-secret")
             .unwrap();
-        let edge = Edge::new(slow_router(), Arc::new(credentials), Duration::from_secs(5));
+        let edge = Edge::new(
+            slow_router(),
+            Current::new(credentials),
+            Duration::from_secs(5),
+        );
         // A refused request never reaches the handler that would sleep for 30 s.
         let refused = edge.clone().oneshot(request("/slow", &[])).await.unwrap();
         assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);

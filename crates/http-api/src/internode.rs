@@ -28,6 +28,7 @@ use http_body_util::Full;
 use quorumkv_coordinator::message::{self, Request};
 use quorumkv_coordinator::{Transport, TransportError};
 
+use crate::current::Current;
 use crate::error::ApiError;
 use crate::fault::FaultSwitch;
 use crate::peers::{ExchangeError, Peers};
@@ -61,8 +62,9 @@ pub async fn rpc(
 pub struct HttpTransport {
     peers: Arc<Peers>,
     faults: Arc<FaultSwitch>,
-    /// Sent on every request when the cluster has a secret (see [`crate::auth`]).
-    cluster_secret: Option<axum::http::HeaderValue>,
+    /// Sent on every request when the cluster has a secret (see [`crate::auth`]);
+    /// replaced when the secret file is read again.
+    cluster_secret: Current<Option<axum::http::HeaderValue>>,
 }
 
 impl HttpTransport {
@@ -84,13 +86,20 @@ impl HttpTransport {
         Self {
             peers: Arc::new(peers),
             faults: Arc::default(),
-            cluster_secret: None,
+            cluster_secret: Current::new(None),
         }
     }
 
     /// Sends `secret` with every request, as the peers' internode routes require.
-    pub fn with_cluster_secret(mut self, secret: Option<&str>) -> Result<Self, TransportError> {
-        self.cluster_secret = secret
+    pub fn with_cluster_secret(self, secret: Option<&str>) -> Result<Self, TransportError> {
+        self.set_cluster_secret(secret)?;
+        Ok(self)
+    }
+
+    /// Sends `secret` from now on, in place of the one this transport sent: a rotation
+    /// of the cluster secret without a restart.
+    pub fn set_cluster_secret(&self, secret: Option<&str>) -> Result<(), TransportError> {
+        let secret = secret
             .map(|s| {
                 let mut value = axum::http::HeaderValue::from_str(s).map_err(|_| {
                     TransportError::Protocol("the cluster secret is not a header value".into())
@@ -99,7 +108,8 @@ impl HttpTransport {
                 Ok(value)
             })
             .transpose()?;
-        Ok(self)
+        self.cluster_secret.set(secret);
+        Ok(())
     }
 
     /// The switch that cuts this transport's sends (fault injection in tests).
@@ -115,7 +125,7 @@ impl HttpTransport {
         let mut builder = axum::http::Request::post(RPC_PATH)
             .header(header::HOST, addr)
             .header(header::CONTENT_TYPE, RPC_CONTENT_TYPE);
-        if let Some(secret) = &self.cluster_secret {
+        if let Some(secret) = self.cluster_secret.get().as_ref() {
             builder = builder.header(crate::auth::CLUSTER_SECRET_HEADER, secret.clone());
         }
         builder

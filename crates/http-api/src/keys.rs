@@ -1,5 +1,7 @@
 //! The key routes: `GET`, `PUT` and `DELETE /v1/buckets/{bucket}/keys/{key}`.
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Request, State};
@@ -196,7 +198,7 @@ fn no_content(scope: &TokenScope<'_>, context: &VersionVector) -> Response {
 /// Where a causal context token is good: the key it is issued for, under the cluster's
 /// signing key (see `quorumkv_coordinator::context`).
 struct TokenScope<'a> {
-    signer: &'a ContextKey,
+    signer: Arc<ContextKey>,
     bucket: &'a BucketName,
     key: &'a Key,
 }
@@ -204,7 +206,7 @@ struct TokenScope<'a> {
 impl<'a> TokenScope<'a> {
     fn of(state: &'a AppState, bucket: &'a BucketName, key: &'a Key) -> Self {
         Self {
-            signer: &state.context_key,
+            signer: state.context_key.get(),
             bucket,
             key,
         }

@@ -31,6 +31,7 @@
 pub mod admin;
 pub mod auth;
 pub mod browser;
+pub mod current;
 pub mod edge;
 pub mod error;
 pub mod fault;
@@ -54,6 +55,7 @@ use crate::observe::QuorumSeries;
 
 pub use auth::Credentials;
 pub use browser::BrowserGuard;
+pub use current::Current;
 pub use edge::Edge;
 pub use error::ApiError;
 pub use internode::HttpTransport;
@@ -74,8 +76,9 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// The largest value a PUT may carry.
     pub max_value_bytes: usize,
-    /// Signs the causal context tokens this node issues and checks those it is sent.
-    pub context_key: Arc<ContextKey>,
+    /// Signs the causal context tokens this node issues and checks those it is sent;
+    /// replaced when the cluster secret is read again.
+    pub context_key: Current<ContextKey>,
     /// Whether the node serves the fault-injection routes (`--fault-injection`): shown in
     /// `GET /v1/cluster`, so that nobody mistakes a test node for a production one.
     pub fault_injection: bool,
@@ -98,16 +101,16 @@ impl AppState {
             max_value_bytes,
             // A node's own key until the server gives the cluster's: tokens then stay good
             // at this process only, which is all an in-process router needs.
-            context_key: Arc::new(ContextKey::random()),
+            context_key: Current::new(ContextKey::random()),
             fault_injection: false,
             quorum_series: Arc::default(),
         }
     }
 
     /// Signs and checks causal context tokens with `key`, the cluster's (see
-    /// [`ContextKey`]).
-    pub fn with_context_key(mut self, key: ContextKey) -> Self {
-        self.context_key = Arc::new(key);
+    /// [`ContextKey`]), as it is whenever a request comes.
+    pub fn with_context_key(mut self, key: Current<ContextKey>) -> Self {
+        self.context_key = key;
         self
     }
 

@@ -4,6 +4,7 @@
 mod cli;
 mod client;
 mod config;
+mod credentials;
 mod kube;
 mod listener;
 mod serve;

@@ -8,6 +8,7 @@
 //! the next start faster.
 //!
 //! Clients are served by [`crate::listener`], which bounds what one of them can hold.
+//! SIGHUP reads the token files and the cluster secret again ([`crate::credentials`]).
 //!
 //! A node with peers (seeds other than its own address) must have the cluster secret, and
 //! with TLS the CA certificates that vouch for its peers: without them it would accept
@@ -20,15 +21,16 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use quorumkv_coordinator::detector::DetectorOptions;
-use quorumkv_coordinator::{
-    ContextKey, Coordinator, CoordinatorOptions, NodeId, SyncPolicy, SETTLE,
-};
-use quorumkv_http_api::{router, AppState, BrowserGuard, Credentials, Edge, HttpTransport};
+use quorumkv_coordinator::{Coordinator, CoordinatorOptions, NodeId, SyncPolicy, SETTLE};
+use quorumkv_http_api::{router, AppState, BrowserGuard, Current, Edge, HttpTransport};
 use quorumkv_replica::{Store, StoreOptions};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::cli::{LogFormat, ServeArgs, SyncArg};
+use crate::credentials::{
+    context_key_of, own_context_key, reload_on_hangup, CredentialFiles, Live,
+};
 use crate::listener::ConnectionLimits;
 
 /// How often a node probes its peers and pulls their bucket properties.
@@ -95,7 +97,9 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let peers = other_nodes(&args, &advertise);
     check_source_ip(&args)?;
-    let credentials = Arc::new(load_credentials(&args, &peers)?);
+    let credential_files = CredentialFiles::of(&args, &peers);
+    let credentials = credential_files.load()?;
+    credential_files.warn_at_start();
     let tls = load_tls(&args, &peers)?;
     let metrics = install_metrics()?;
     let sync = match args.sync {
@@ -134,12 +138,9 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     .await?
     .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
     let store = Arc::new(store);
-    let context_key = match credentials.cluster_secrets() {
-        [sent] => ContextKey::from_secret(sent.as_bytes()),
-        // During a rotation: sign under the secret sent, check under both.
-        [sent, other, ..] => ContextKey::from_secret(sent.as_bytes())
-            .also_accepting(&ContextKey::from_secret(other.as_bytes())),
-        [] => {
+    let context_key = match context_key_of(&credentials) {
+        Some(key) => key,
+        None => {
             let store = Arc::clone(&store);
             tokio::task::spawn_blocking(move || own_context_key(&store))
                 .await?
@@ -204,6 +205,11 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             args.hint_ttl_secs
         );
     }
+    let live = Live {
+        credentials: Current::new(credentials),
+        context_key: Current::new(context_key),
+        transport: Arc::clone(&transport),
+    };
     let coordinator = Arc::new(Coordinator::new(
         node.clone(),
         advertise.clone(),
@@ -218,6 +224,14 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%node, listen = %args.listen, %advertise, seeds = ?seeds, actor = ?store.actor(), tls = tls.is_some(), "node started");
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let reloads = crate::credentials::hangups().map(|hangups| {
+        tokio::spawn(reload_on_hangup(
+            hangups,
+            credential_files,
+            live.clone(),
+            stop_rx.clone(),
+        ))
+    });
     let metrics_upkeep = tokio::spawn(metrics_upkeep(metrics.clone(), stop_rx.clone()));
     let upkeep = tokio::spawn(upkeep(Arc::clone(&coordinator), stop_rx.clone()));
     let anti_entropy = tokio::spawn(anti_entropy(
@@ -242,7 +256,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             usize::try_from(args.max_value_bytes).unwrap_or(usize::MAX),
         )
         .with_fault_injection(args.fault_injection)
-        .with_context_key(context_key),
+        .with_context_key(live.context_key.clone()),
     );
     let app = if args.fault_injection {
         tracing::warn!(
@@ -255,7 +269,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let app = Edge::new(
         app,
-        credentials,
+        live.credentials.clone(),
         Duration::from_millis(args.request_timeout_ms),
     )
     .with_browser_guard(BrowserGuard::new(
@@ -291,6 +305,9 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let _ = reaper.await;
     let _ = transfers.await;
     let _ = anti_entropy.await;
+    if let Some(reloads) = reloads {
+        let _ = reloads.await;
+    }
     let flush_store = Arc::clone(&store);
     tokio::task::spawn_blocking(move || flush_store.flush())
         .await?
@@ -434,68 +451,6 @@ fn other_nodes(args: &ServeArgs, advertise: &str) -> Vec<String> {
         .filter(|s| !s.is_empty() && *s != advertise && *s != listen)
         .map(str::to_string)
         .collect()
-}
-
-/// The key a node without a cluster secret (a node alone) signs its causal contexts with:
-/// made at its first start and kept in its data directory, so that tokens stay good across
-/// restarts.
-fn own_context_key(store: &Store) -> Result<ContextKey, quorumkv_replica::StoreError> {
-    const NAME: &str = "context_key";
-    if let Some(bytes) = store.get_meta(NAME)? {
-        if let Ok(bytes) = <[u8; 32]>::try_from(bytes.as_slice()) {
-            return Ok(ContextKey::from_bytes(bytes));
-        }
-        tracing::warn!("the kept context key is unreadable: a new one is made");
-    }
-    let key = ContextKey::random();
-    store.put_meta(NAME, &key.to_bytes())?;
-    store.sync_wal()?;
-    Ok(key)
-}
-
-/// The text of the credentials file `path` given to `flag`; an error names both, never the
-/// contents.
-fn read_credentials(flag: &str, path: &std::path::Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(path)
-        .with_context(|| format!("{flag} {}: cannot read it", path.display()))
-}
-
-/// Reads the token files and the secret file named by the flags. A file that cannot be read or
-/// holds nothing usable stops the node at start, naming the flag, and so does a node with
-/// `peers` but no secret; the contents are never logged.
-fn load_credentials(args: &ServeArgs, peers: &[String]) -> anyhow::Result<Credentials> {
-    let mut credentials = Credentials::default();
-    if let Some(path) = &args.auth_token_file {
-        let text = read_credentials("--auth-token-file", path)?;
-        credentials = credentials
-            .with_client_tokens(&text)
-            .with_context(|| format!("--auth-token-file {}", path.display()))?;
-    }
-    if let Some(path) = &args.admin_token_file {
-        let text = read_credentials("--admin-token-file", path)?;
-        credentials = credentials
-            .with_admin_tokens(&text)
-            .with_context(|| format!("--admin-token-file {}", path.display()))?;
-    } else if args.auth_token_file.is_some() {
-        tracing::warn!(
-            "--auth-token-file without --admin-token-file: no token may call the admin routes \
-             (leave, remove, cleanup, bucket properties); give an admin token file to use them"
-        );
-    }
-    if let Some(path) = &args.cluster_secret_file {
-        let text = read_credentials("--cluster-secret-file", path)?;
-        credentials = credentials
-            .with_cluster_secret(&text)
-            .with_context(|| format!("--cluster-secret-file {}", path.display()))?;
-    } else if !peers.is_empty() {
-        bail!(
-            "--seeds name other nodes ({}) but no --cluster-secret-file is given: every node \
-             of a cluster needs the cluster secret (the same file everywhere, at least 16 \
-             characters), or any caller that reaches a node could use its internode routes",
-            peers.join(", ")
-        );
-    }
-    Ok(credentials)
 }
 
 /// Refuses an `--internode-source-ip` that is not an address of this host, at start: every
