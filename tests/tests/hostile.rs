@@ -363,6 +363,8 @@ fn slow_and_greedy_clients_are_cut_off() {
             &REQUEST_TIMEOUT.as_millis().to_string(),
             "--max-connections",
             &MAX_CONNECTIONS.to_string(),
+            "--peer-connections",
+            "1",
         ],
     );
     let addr = cluster.nodes[0].addr.clone();
@@ -443,12 +445,29 @@ fn slow_and_greedy_clients_are_cut_off() {
     );
 
     // More connections than the node serves: the harness's own pooled connections close
-    // after the header timeout; then MAX_CONNECTIONS idle ones take every slot, and a
-    // request on one more waits until the header timeout frees a slot.
+    // after the header timeout; then MAX_CONNECTIONS idle ones take every client slot. One
+    // more takes the slot kept for peers, where a client request gets 503 `overloaded` at
+    // once and its connection is closed; with that slot held too (by a silent connection),
+    // a request on one more waits until the header timeout frees a slot.
     std::thread::sleep(HEADER_TIMEOUT + Duration::from_millis(500));
     let idle: Vec<RawConnection> = (0..MAX_CONNECTIONS)
         .map(|_| RawConnection::open(&addr).unwrap())
         .collect();
+    let mut over = RawConnection::open(&addr).unwrap();
+    over.send(b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let refused = over.read_response(Duration::from_secs(2));
+    report!(
+        "connection {} of {MAX_CONNECTIONS}, on the slot kept for peers: {}",
+        MAX_CONNECTIONS + 1,
+        describe(&refused)
+    );
+    let refused = refused.response().cloned().expect("an answer, not a wait");
+    assert_eq!(refused.status, 503);
+    assert_eq!(refused.error_code().as_deref(), Some("overloaded"));
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert!(over.is_closed_within(Duration::from_secs(2)), "and closed");
+    let _silent = RawConnection::open(&addr).unwrap();
     let opened = Instant::now();
     let mut waiting = RawConnection::open(&addr).unwrap();
     waiting
@@ -458,8 +477,8 @@ fn slow_and_greedy_clients_are_cut_off() {
     let early_elapsed = opened.elapsed();
     let late = waiting.read_response(HEADER_TIMEOUT + slack);
     report!(
-        "connection {} of {MAX_CONNECTIONS}: {} within {early_elapsed:?}, then {} after {:?}",
-        MAX_CONNECTIONS + 1,
+        "connection {} of {MAX_CONNECTIONS} and the peers' one: {} within {early_elapsed:?}, then {} after {:?}",
+        MAX_CONNECTIONS + 2,
         describe(&early),
         describe(&late),
         opened.elapsed()
@@ -467,7 +486,7 @@ fn slow_and_greedy_clients_are_cut_off() {
     if early_elapsed < HEADER_TIMEOUT - Duration::from_millis(500) {
         assert!(
             matches!(early, RawOutcome::TimedOut),
-            "a connection over the limit waits"
+            "a connection over both limits waits"
         );
     }
     assert_eq!(
@@ -479,6 +498,83 @@ fn slow_and_greedy_clients_are_cut_off() {
 
     assert_healthy_and_unchanged(&cluster, 1, b"original");
     report!("4 slow clients cut off; the node is healthy and its data unchanged");
+}
+
+/// Clients together cannot cut a node off from its peers. Before, peers shared the node's
+/// connection slots with clients: enough kept-alive connections from a few addresses held
+/// every slot, and the node's peers could not reach it. Here two addresses hold every
+/// client slot of node 0 (64, at most 32 each); a client on a third address gets a prompt
+/// 503 `overloaded` rather than no answer; node 1, restarted meanwhile, must open new
+/// connections to node 0, which it gets on the slots kept for peers: it sees node 0 up, and
+/// a write it coordinates at w=3 reaches node 0.
+#[test]
+fn clients_together_cannot_take_the_connections_kept_for_peers() {
+    let mut cluster = Cluster::start_with(
+        3,
+        &[
+            "--max-connections",
+            "64",
+            "--max-connections-per-ip",
+            "32",
+            "--peer-connections",
+            "16",
+            "--header-timeout-ms",
+            "30000",
+        ],
+    );
+    let addr = cluster.nodes[0].addr.clone();
+    let health = b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let answer = |connection: &mut RawConnection| {
+        if connection.send(health).is_err() {
+            return None;
+        }
+        connection
+            .read_response(Duration::from_secs(2))
+            .response()
+            .cloned()
+    };
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for source in [[127, 0, 0, 2], [127, 0, 0, 4]] {
+        for _ in 0..32 {
+            let Ok(mut connection) = RawConnection::open_from(source.into(), &addr) else {
+                continue;
+            };
+            match answer(&mut connection) {
+                Some(response) if response.status == 200 => held.push(connection),
+                Some(response) if response.status == 503 => refused += 1,
+                other => panic!("neither served nor refused: {other:?}"),
+            }
+        }
+    }
+    report!(
+        "64 connections from two addresses: {} served and held, {refused} sent away (the \
+         peers' and the harness's connections hold the other client slots)",
+        held.len()
+    );
+    assert!(held.len() >= 48, "{} held", held.len());
+
+    let mut other = RawConnection::open_from([127, 0, 0, 3].into(), &addr).unwrap();
+    let response = answer(&mut other).expect("an answer, not a wait");
+    assert_eq!(response.status, 503);
+    assert_eq!(response.error_code().as_deref(), Some("overloaded"));
+    assert!(other.is_closed_within(Duration::from_secs(2)));
+
+    assert!(cluster.terminate(1).success());
+    cluster.restart(1);
+    cluster
+        .wait_member_status(1, 0, "up")
+        .expect("the restarted node sees node 0 up");
+    let put = cluster.put(1, "crowded", b"k", b"v", "w=3", None);
+    assert_eq!(
+        put.status(),
+        StatusCode::NO_CONTENT,
+        "node 1 still replicates to node 0"
+    );
+    drop(held);
+    // The clients sent away, the one from 127.0.0.3, and at least one of node 1's.
+    let on_peer_slots = cluster.metric(0, "quorumkv_connections_on_peer_slots_total", "");
+    assert!(on_peer_slots > f64::from(refused + 1), "{on_peer_slots}");
 }
 
 /// A client that sends its whole over-limit body before it reads an answer, as Python's

@@ -10,6 +10,11 @@
 //! Past the limit the work is dropped, the client gets 408 `request_timeout`, and the
 //! connection is closed (the rest of the body is never read).
 //!
+//! A connection taken on the slots the listener keeps for peers (when every client slot
+//! is held) passes an edge made [`Edge::peers_only`]: it serves internode routes, whose
+//! credential check follows as for any request, and answers anything else 503
+//! `overloaded`, closing the connection, so that clients cannot take the peers' share.
+//!
 //! [`Edge`] is a plain service around the router, not a router layer. An axum `from_fn`
 //! layer wraps every route, and each request through it clones the route's boxed service
 //! and boxes two futures; the edge adds one timer and no allocation. Every request of a
@@ -46,6 +51,8 @@ pub struct Edge {
     credentials: Current<Credentials>,
     browser: Arc<BrowserGuard>,
     limit: Duration,
+    /// Serves internode routes only (see [`Edge::peers_only`]).
+    peers_only: bool,
 }
 
 impl Edge {
@@ -56,7 +63,17 @@ impl Edge {
             credentials,
             browser: Arc::default(),
             limit,
+            peers_only: false,
         }
+    }
+
+    /// This edge for a connection on a slot kept for peers: internode requests pass as
+    /// through any edge, and any other gets 503 `overloaded` with `Retry-After` and the
+    /// connection closed.
+    #[must_use]
+    pub fn peers_only(mut self) -> Self {
+        self.peers_only = true;
+        self
     }
 
     /// Checks what browsers send before the credentials (see [`BrowserGuard`]); without
@@ -82,6 +99,13 @@ where
     }
 
     fn call(&mut self, mut request: axum::http::Request<B>) -> EdgeFuture {
+        if self.peers_only && !request.uri().path().starts_with("/internal/") {
+            return EdgeFuture {
+                state: State::Refused {
+                    answer: ready(Ok(overloaded())),
+                },
+            };
+        }
         if let Err(refused) =
             self.browser
                 .check(request.method(), request.uri().path(), request.headers())
@@ -172,6 +196,22 @@ fn unauthorized() -> Response {
     .into_response();
     let headers = response.headers_mut();
     headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// 503 `overloaded`, closing the connection: a client request on a slot kept for peers.
+fn overloaded() -> Response {
+    metrics::counter!("quorumkv_requests_refused_overloaded_total").increment(1);
+    let mut response = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        "every client connection slot of this node is held (--max-connections): try \
+         again shortly, or another node",
+    )
+    .into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
@@ -286,5 +326,37 @@ mod tests {
         );
         let probe = edge.oneshot(request("/v1/health", &[])).await.unwrap();
         assert_eq!(probe.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_peers_only_edge_serves_peers_and_sends_clients_away() {
+        let credentials = Credentials::default()
+            .with_cluster_secret("a-long-enough-secret")
+            .unwrap();
+        let edge = Edge::new(
+            slow_router(),
+            Current::new(credentials),
+            Duration::from_secs(5),
+        )
+        .peers_only();
+        for path in ["/v1/health", "/slow", "/", "/internal"] {
+            let refused = edge.clone().oneshot(request(path, &[])).await.unwrap();
+            assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+            let headers = refused.headers();
+            assert_eq!(headers.get(header::RETRY_AFTER).unwrap(), "1");
+            assert_eq!(headers.get(header::CONNECTION).unwrap(), "close");
+            assert_eq!(error_code(refused).await, "overloaded");
+        }
+        let peer = request(
+            "/internal/v1/rpc",
+            &[(crate::auth::CLUSTER_SECRET_HEADER, "a-long-enough-secret")],
+        );
+        assert_eq!(
+            edge.clone().oneshot(peer).await.unwrap().status(),
+            StatusCode::OK
+        );
+        // The secret is checked as anywhere: a stranger on a peer's slot gets 401.
+        let stranger = edge.oneshot(request("/internal/v1/rpc", &[])).await.unwrap();
+        assert_eq!(stranger.status(), StatusCode::UNAUTHORIZED);
     }
 }

@@ -120,10 +120,19 @@ pub struct ServeArgs {
     #[arg(long, env = "QUORUMKV_MAX_CLOCK_ENTRIES", default_value_t = 256,
           value_parser = clap::value_parser!(u16).range(2..=256))]
     pub max_clock_entries: u16,
-    /// The most client and peer connections served at once; more wait until one closes.
+    /// The most client and peer connections served at once. Past it, a new connection
+    /// takes one of the --peer-connections kept for peers: an internode request is served
+    /// on it, any other gets 503 `overloaded`; when those are held too, new connections
+    /// wait until one closes.
     #[arg(long, env = "QUORUMKV_MAX_CONNECTIONS", default_value_t = 1024,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
+    /// Connections kept for the node's peers beyond --max-connections, taken only once
+    /// every other slot is held and serving internode requests only: clients together
+    /// cannot take what peers need to see the node up and replicate to it.
+    #[arg(long, env = "QUORUMKV_PEER_CONNECTIONS", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub peer_connections: u32,
     /// The most connections served at once from one client address; one more from it is
     /// closed as soon as it is accepted. Keep it under --max-connections, so that one
     /// client cannot take every slot from the others and from the node's peers.

@@ -7,8 +7,15 @@
 //!   closed, so a client that sends a byte now and then (slowloris), or nothing at all,
 //!   holds its connection no longer than that; idle kept-alive connections close too;
 //! - request heads over [`MAX_HEAD_BYTES`] are refused with a bare 431;
-//! - at most `max_connections` are open at once: past that the loop stops accepting, and
-//!   new connections wait in the kernel's backlog until one closes;
+//! - at most `max_connections` are open at once for anyone; past that a connection takes
+//!   one of `peer_connections` more, kept for the node's peers, on which only internode
+//!   requests are served (`Edge::peers_only`: a client gets 503 `overloaded` and is
+//!   closed). One port for clients and peers, with a share clients cannot take, rather
+//!   than a second listener: a member keeps one address, one certificate name and one
+//!   rule in a network policy, and an upgrade needs no new field in the member records.
+//!   A peer is known by the secret its requests carry, so its connection is accepted
+//!   before it is known; the share is what a client cannot keep. When both pools are
+//!   held the loop stops accepting, and new connections wait in the kernel's backlog;
 //! - at most `max_connections_per_ip` of them come from one address: one more from that
 //!   address is closed as soon as it is accepted. Without this one client holding idle
 //!   kept-alive connections took every slot, and the node's peers, which share the pool,
@@ -46,8 +53,10 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 /// What clients may hold of the listener.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionLimits {
-    /// Connections served at once.
+    /// Connections served at once, to anyone.
     pub max_connections: usize,
+    /// Connections served at once beyond `max_connections`, to peers only.
+    pub peer_connections: usize,
     /// Connections served at once from one client address.
     pub max_connections_per_ip: usize,
     /// The longest a client may take to send a request head, the first one or the next one
@@ -70,19 +79,23 @@ pub async fn serve(
         .header_read_timeout(limits.header_timeout)
         .max_header_size(MAX_HEAD_BYTES);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let peer_slots = Arc::new(Semaphore::new(limits.peer_connections));
     let per_ip = Arc::new(PerIp::default());
     let graceful = GracefulShutdown::new();
     // Handshakes are no connections yet for `graceful`: this tells them to give up.
     let (stopping, stop_handshakes) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
-        // A free slot first, then a connection: a node at its limit accepts nothing.
-        let slot = tokio::select! {
-            slot = Arc::clone(&slots).acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break, // closed: cannot happen, nobody closes it
-            },
+        // A free slot first, then a connection: a node at its limit accepts nothing. A
+        // slot for anyone when there is one, else one kept for peers.
+        let (slot, peers_only) = tokio::select! {
+            biased;
             () = &mut shutdown => break,
+            slot = Arc::clone(&slots).acquire_owned() => (slot, false),
+            slot = Arc::clone(&peer_slots).acquire_owned() => (slot, true),
+        };
+        let Ok(slot) = slot else {
+            break; // closed: cannot happen, nobody closes them
         };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -104,7 +117,13 @@ pub async fn serve(
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
-        let service = TowerToHyperService::new(app.clone());
+        let edge = if peers_only {
+            metrics::counter!("quorumkv_connections_on_peer_slots_total").increment(1);
+            app.clone().peers_only()
+        } else {
+            app.clone()
+        };
+        let service = TowerToHyperService::new(edge);
         let Some(tls) = &tls else {
             let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
             tokio::spawn(async move {

@@ -279,6 +279,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     ));
     let limits = ConnectionLimits {
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        peer_connections: usize::try_from(args.peer_connections).unwrap_or(usize::MAX),
         max_connections_per_ip: usize::try_from(args.max_connections_per_ip).unwrap_or(usize::MAX),
         header_timeout: Duration::from_millis(args.header_timeout_ms),
     };
