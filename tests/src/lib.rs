@@ -592,8 +592,9 @@ impl Cluster {
     /// `quorumkv_credential_reloads_total`). The harness's token must stay good.
     pub fn reload_credentials(&mut self, i: usize) -> &'static str {
         const NAME: &str = "quorumkv_credential_reloads_total";
-        let count =
-            |cluster: &Self, outcome: &str| cluster.metric(i, NAME, &format!("outcome=\"{outcome}\""));
+        let count = |cluster: &Self, outcome: &str| {
+            cluster.metric(i, NAME, &format!("outcome=\"{outcome}\""))
+        };
         let before = (count(self, "applied"), count(self, "refused"));
         self.nodes[i].signal(Signal::SIGHUP).expect("SIGHUP");
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -798,9 +798,18 @@ fn credentials_and_the_cluster_secret_are_read_again_on_sighup() {
     };
     let (get, put) = (reqwest::Method::GET, reqwest::Method::PUT);
     for node in 0..3 {
-        assert_eq!(status(node, OLD_CLIENT, get.clone(), "/v1/cluster"), StatusCode::OK);
-        assert_eq!(status(node, OLD_ADMIN, put.clone(), "/v1/buckets/hup/props"), StatusCode::OK);
-        assert_eq!(status(node, NEW_CLIENT, get.clone(), "/v1/cluster"), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            status(node, OLD_CLIENT, get.clone(), "/v1/cluster"),
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(node, OLD_ADMIN, put.clone(), "/v1/buckets/hup/props"),
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(node, NEW_CLIENT, get.clone(), "/v1/cluster"),
+            StatusCode::UNAUTHORIZED
+        );
     }
 
     std::fs::write(&tokens, format!("{TOKEN}\n{NEW_CLIENT}\n")).unwrap();
@@ -809,18 +818,39 @@ fn credentials_and_the_cluster_secret_are_read_again_on_sighup() {
         assert_eq!(cluster.reload_credentials(node), "applied");
     }
     for node in 0..3 {
-        assert_eq!(status(node, NEW_CLIENT, get.clone(), "/v1/cluster"), StatusCode::OK);
-        assert_eq!(status(node, OLD_CLIENT, get.clone(), "/v1/cluster"), StatusCode::UNAUTHORIZED);
-        assert_eq!(status(node, NEW_ADMIN, put.clone(), "/v1/buckets/hup/props"), StatusCode::OK);
-        assert_eq!(status(node, OLD_ADMIN, put.clone(), "/v1/buckets/hup/props"), StatusCode::UNAUTHORIZED);
-        assert_eq!(status(node, NEW_CLIENT, put.clone(), "/v1/buckets/hup/props"), StatusCode::FORBIDDEN);
+        assert_eq!(
+            status(node, NEW_CLIENT, get.clone(), "/v1/cluster"),
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(node, OLD_CLIENT, get.clone(), "/v1/cluster"),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            status(node, NEW_ADMIN, put.clone(), "/v1/buckets/hup/props"),
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(node, OLD_ADMIN, put.clone(), "/v1/buckets/hup/props"),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            status(node, NEW_CLIENT, put.clone(), "/v1/buckets/hup/props"),
+            StatusCode::FORBIDDEN
+        );
     }
 
     // A file the start-up checks refuse: the node keeps what it had.
     std::fs::write(&tokens, "replace-me\n").unwrap();
     assert_eq!(cluster.reload_credentials(0), "refused");
-    assert_eq!(status(0, NEW_CLIENT, get.clone(), "/v1/cluster"), StatusCode::OK);
-    assert_eq!(status(0, OLD_CLIENT, get.clone(), "/v1/cluster"), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        status(0, NEW_CLIENT, get.clone(), "/v1/cluster"),
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(0, OLD_CLIENT, get.clone(), "/v1/cluster"),
+        StatusCode::UNAUTHORIZED
+    );
     std::fs::write(&tokens, format!("{TOKEN}\n{NEW_CLIENT}\n")).unwrap();
     assert_eq!(cluster.reload_credentials(0), "applied");
 
@@ -843,7 +873,11 @@ fn credentials_and_the_cluster_secret_are_read_again_on_sighup() {
             assert_eq!(cluster.reload_credentials(node), "applied", "step {step}");
             let value = format!("v{step}-{node}");
             let put = put_key(&cluster, (node + 1) % 3, &value, Some(&context));
-            assert_eq!(put.status(), StatusCode::NO_CONTENT, "step {step}, node {node}");
+            assert_eq!(
+                put.status(),
+                StatusCode::NO_CONTENT,
+                "step {step}, node {node}"
+            );
             context = context_of(&put).unwrap();
             if step == 1 {
                 signed_under_old.clone_from(&context);

@@ -38,8 +38,8 @@ use tokio::time::Timeout;
 use tower::Service;
 
 use crate::auth::{Credentials, Refusal};
-use crate::current::Current;
 use crate::browser::BrowserGuard;
+use crate::current::Current;
 use crate::error::ApiError;
 
 /// The router behind the node's edge: credentials checked, whole requests bounded by
@@ -356,7 +356,10 @@ mod tests {
             StatusCode::OK
         );
         // The secret is checked as anywhere: a stranger on a peer's slot gets 401.
-        let stranger = edge.oneshot(request("/internal/v1/rpc", &[])).await.unwrap();
+        let stranger = edge
+            .oneshot(request("/internal/v1/rpc", &[]))
+            .await
+            .unwrap();
         assert_eq!(stranger.status(), StatusCode::UNAUTHORIZED);
     }
 }
