@@ -41,7 +41,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use quorumkv_http_api::Edge;
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 /// The largest request head (request line and headers) a client may send. It leaves room
@@ -114,6 +114,11 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let (stream, held) = stream;
+        let (slot, peers_only) = if peers_only {
+            for_anyone_if_free(slot, &slots)
+        } else {
+            (slot, false)
+        };
         if let Err(error) = stream.set_nodelay(true) {
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
@@ -173,6 +178,20 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("connections still open after {DRAIN_TIMEOUT:?}; stopping without them");
+    }
+}
+
+/// A slot for anyone in place of `peer_slot` if one is free, with whether the connection
+/// is still on a peer's slot. The loop takes a peer's slot before it accepts, when every
+/// other is held; by the time a connection comes one may have freed, and without this a
+/// client would be sent away from a node with room for it.
+fn for_anyone_if_free(
+    peer_slot: OwnedSemaphorePermit,
+    slots: &Arc<Semaphore>,
+) -> (OwnedSemaphorePermit, bool) {
+    match Arc::clone(slots).try_acquire_owned() {
+        Ok(free) => (free, false), // the peer's slot is given back as it drops here
+        Err(_) => (peer_slot, true),
     }
 }
 
