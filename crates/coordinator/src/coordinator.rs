@@ -28,6 +28,7 @@ pub mod cleanup;
 mod cluster;
 pub mod handoff;
 mod local;
+mod plan;
 pub mod planted;
 mod read;
 mod reaper;
@@ -654,8 +655,9 @@ impl Coordinator {
         })
     }
 
-    /// Runs a storage request on the local store, off the async threads (RocksDB calls
-    /// block, and with `--sync always` a write waits for an fsync); writes in groups.
+    /// Runs a storage request on the local store: a read answered from RocksDB's memory
+    /// on the calling thread, anything that may block (a read that needs the disk, a write
+    /// in groups, an fsync under `--sync always`) on the blocking threads (see `local`).
     pub(crate) async fn execute_on_store(self: &Arc<Self>, request: Request) -> Response {
         self.local.execute(request).await
     }

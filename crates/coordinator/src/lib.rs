@@ -52,6 +52,7 @@ pub mod names;
 pub mod placement;
 pub mod props;
 pub mod quorum;
+pub mod tally;
 pub mod transport;
 
 pub use context::ContextKey;

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use super::{quorum_unavailable, timed_out_failure, unexpected, Coordinator, Quorum};
 use crate::error::{CoordinatorError, Operation, ReplicaFailure};
 use crate::message::{Request, Response};
+use crate::tally::{AckTally, Counts, Requirement};
 use crate::{BucketName, Key};
 
 impl Coordinator {
@@ -64,18 +65,26 @@ impl Coordinator {
         let mut pending = self.fan_out(sends, deadline);
         let mut merged = VersionedObject::new();
         let mut replies: Vec<(NodeId, VersionedObject)> = Vec::new();
-        let mut answered = 0;
-        let mut primary_answers = 0;
+        // Every reply counts toward `r`, an owner's toward `pr` too; a read has no joint ring.
+        let mut tally = AckTally::new(Requirement {
+            required: quorum.required,
+            primaries: quorum.primaries,
+            joint: 0,
+        });
         let mut done = 0;
-        while answered < quorum.required || primary_answers < quorum.primaries {
+        while !tally.is_met() {
             match tokio::time::timeout_at(deadline, pending.next()).await {
                 Ok(Some((node, Ok(Response::Object(object))))) => {
                     done += 1;
                     let object = object.unwrap_or_default();
                     merged.merge(&object);
-                    answered += 1;
-                    if primaries.contains(&node) {
-                        primary_answers += 1;
+                    let owner = primaries.contains(&node);
+                    tally.record(Counts {
+                        quorum: true,
+                        primary: owner,
+                        joint: false,
+                    });
+                    if owner {
                         replies.push((node, object));
                     }
                 }
@@ -94,11 +103,11 @@ impl Coordinator {
                 }
             }
         }
-        if answered < quorum.required || primary_answers < quorum.primaries {
+        if let Some(shortfall) = tally.shortfall() {
             return Err(quorum_unavailable(
                 operation,
-                quorum.required,
-                answered,
+                shortfall.required,
+                shortfall.answered,
                 failures,
             ));
         }

@@ -25,28 +25,36 @@
 //! themselves, fallbacks do not count there); see docs/architecture.md, "Membership
 //! changes".
 
-use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use quorumkv_replica::{Value, VersionVector, VersionedObject};
+use quorumkv_replica::{Dot, Value, VersionVector, VersionedObject};
 use quorumkv_ring::NodeId;
 use tokio::time::Instant;
 
+use super::plan::{JointOwners, PlanInput, WritePlan};
 use super::{quorum_unavailable, timed_out_failure, unexpected, Coordinator, Quorum};
 use crate::error::{CoordinatorError, InputError, Operation, ReplicaFailure};
 use crate::message::{RemoteErrorKind, Request, Response};
 use crate::placement::Placement;
+use crate::tally::AckTally;
 use crate::{BucketName, Key};
 
-/// The owners of a key in the joint ring, during a membership change.
-struct JointOwners {
-    /// All of them, in preference order.
-    owners: Vec<NodeId>,
-    /// Those that are not owners in the current ring (they get a `Merge` of their own).
-    extra: Vec<NodeId>,
-    /// Acknowledgements needed from `owners`.
-    required: usize,
+/// The fsync of this node's own mint, under way while the version travels to the others.
+type MinterSync = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// A version minted at one owner.
+struct Minted {
+    /// The owner that minted it.
+    minter: NodeId,
+    /// The key's state there, the new version included.
+    object: VersionedObject,
+    /// The new version's dot.
+    dot: Dot,
+    /// The minter's fsync, when its copy counts only once it is done.
+    sync: Option<MinterSync>,
 }
 
 impl Coordinator {
@@ -62,10 +70,8 @@ impl Coordinator {
         quorum: Quorum,
         deadline: Instant,
     ) -> Result<VersionVector, CoordinatorError> {
-        let handoff = self.options.hinted_handoff;
         let (placement, mut failures) = self.place_request(operation, bucket, key, n, quorum)?;
         let joint = self.joint_owners(operation, bucket, key, n, quorum, &placement)?;
-
         // Mint at an up owner, this node first.
         let mut candidates = placement.up_primaries.clone();
         if let Some(me) = candidates.iter().position(|n| *n == self.node) {
@@ -78,15 +84,188 @@ impl Coordinator {
             context: context.clone(),
             value,
         };
-        let mut minted = None;
-        // Under `--sync always` this node's own mint is answered before its fsync, which
-        // then runs while the version travels to the other owners; its acknowledgement
-        // counts once the fsync is done (see `local`).
-        let mut minter_sync = None;
-        for candidate in &candidates {
+        let Some(mut minted) = self
+            .mint(&candidates, mint, deadline, &mut failures)
+            .await?
+        else {
+            return Err(quorum_unavailable(operation, quorum.required, 0, failures));
+        };
+        let passed_over: Vec<NodeId> = candidates
+            .iter()
+            .take_while(|c| **c != minted.minter)
+            .cloned()
+            .collect();
+        let plan = WritePlan::new(
+            PlanInput {
+                placement: &placement,
+                passed_over: &passed_over,
+                minter: &minted.minter,
+                minter_deferred: minted.sync.is_some(),
+                joint,
+                quorum,
+                handoff: self.options.hinted_handoff,
+            },
+            |node| self.membership.is_up(node),
+        );
+        let object = &minted.object;
+        for owner in plan.hints_now() {
+            self.keep_hint_in_background(owner.clone(), bucket, key, object);
+        }
+        let sends: Vec<(NodeId, Request)> = plan
+            .sends()
+            .iter()
+            .map(|(node, send)| {
+                (
+                    node.clone(),
+                    send.request(bucket.as_bytes(), key.as_bytes(), object),
+                )
+            })
+            .collect();
+        let mut pending = self.fan_out(sends, deadline);
+
+        let tally = self
+            .gather_acks(
+                &plan,
+                &mut minted,
+                &mut pending,
+                deadline,
+                &mut failures,
+                bucket,
+                key,
+            )
+            .await;
+        // The sends still running finish on their own; one that fails leaves a hint.
+        if !pending.is_empty() {
+            self.hint_failed_sends_in_background(pending, plan, bucket, key, &minted.object);
+        }
+        if let Some(shortfall) = tally.shortfall() {
+            return Err(quorum_unavailable(
+                operation,
+                shortfall.required,
+                shortfall.answered,
+                failures,
+            ));
+        }
+        // What the writer saw and its own version, not the concurrent siblings it did not.
+        if self.planted.get() == super::planted::ReplicaFault::WholeClockAnswers {
+            return Ok(minted.object.clock().clone());
+        }
+        Ok(minted.object.write_context(&context, minted.dot))
+    }
+
+    /// Counts acknowledgements as `plan` says until its quorum is met, every send has
+    /// answered, or the deadline passes. The minter's own copy counts at once, or once its
+    /// fsync is done; a failed send leaves a hint for its owner.
+    #[allow(clippy::too_many_arguments)] // the state of one write, lent for its wait
+    async fn gather_acks<F>(
+        self: &Arc<Self>,
+        plan: &WritePlan,
+        minted: &mut Minted,
+        pending: &mut super::Replies<F>,
+        deadline: Instant,
+        failures: &mut Vec<ReplicaFailure>,
+        bucket: &BucketName,
+        key: &Key,
+    ) -> AckTally
+    where
+        F: Future<Output = (NodeId, Result<Response, String>)> + Send + 'static,
+    {
+        let total_sends = plan.sends().len();
+        let mut tally = plan.tally();
+        let mut done = 0;
+        while !tally.is_met() {
+            let next = async {
+                tokio::select! {
+                    synced = async {
+                        match minted.sync.as_mut() {
+                            Some(sync) => sync.await,
+                            None => std::future::pending().await,
+                        }
+                    }, if minted.sync.is_some() => {
+                        minted.sync = None;
+                        Some((minted.minter.clone(), synced.map(|()| Response::Ack)))
+                    }
+                    sent = pending.next(), if !pending.is_empty() => sent,
+                    else => None,
+                }
+            };
+            let (node, result) = match tokio::time::timeout_at(deadline, next).await {
+                Ok(Some(reply)) => reply,
+                Ok(None) => break,
+                Err(_) => {
+                    failures.push(timed_out_failure(total_sends - done));
+                    break;
+                }
+            };
+            done += usize::from(node != *plan.minter());
+            match result {
+                Ok(Response::Ack) => tally.record(plan.counts(&node)),
+                other => {
+                    failures.push(match other {
+                        Ok(response) => unexpected(node.clone(), &response),
+                        Err(reason) => ReplicaFailure {
+                            node: node.clone(),
+                            reason,
+                        },
+                    });
+                    if let Some(owner) = plan.hint_owner(&node) {
+                        self.keep_hint_in_background(owner.clone(), bucket, key, &minted.object);
+                    }
+                }
+            }
+        }
+        tally
+    }
+
+    /// Waits, after the answer, for the sends of a write still under way; each that fails
+    /// leaves a hint for its owner (nothing to do without hinted handoff).
+    fn hint_failed_sends_in_background<F>(
+        self: &Arc<Self>,
+        mut pending: super::Replies<F>,
+        plan: WritePlan,
+        bucket: &BucketName,
+        key: &Key,
+        object: &VersionedObject,
+    ) where
+        F: Future<Output = (NodeId, Result<Response, String>)> + Send + 'static,
+    {
+        if !self.options.hinted_handoff {
+            return;
+        }
+        let this = Arc::clone(self);
+        let bucket = bucket.clone();
+        let key = key.clone();
+        let object = object.clone();
+        tokio::spawn(async move {
+            while let Some((node, result)) = pending.next().await {
+                if let (false, Some(owner)) =
+                    (matches!(result, Ok(Response::Ack)), plan.hint_owner(&node))
+                {
+                    this.keep_hint_in_background(owner.clone(), &bucket, &key, &object);
+                }
+            }
+        });
+    }
+
+    /// Mints the version at the first of `candidates` that does, in order: this node's own
+    /// store directly (its fsync deferred under `--sync always`), the others over the
+    /// network with a patience of their recent latency. A refusal for what the write is
+    /// ends the write at once; any other failure is noted and the next owner tried.
+    /// `None` when no owner minted before the deadline.
+    async fn mint(
+        self: &Arc<Self>,
+        candidates: &[NodeId],
+        mint: Request,
+        deadline: Instant,
+        failures: &mut Vec<ReplicaFailure>,
+    ) -> Result<Option<Minted>, CoordinatorError> {
+        for candidate in candidates {
             if Instant::now() >= deadline {
                 break;
             }
+            // Under `--sync always` this node's own mint is answered before its fsync,
+            // which then runs while the version travels to the other owners; its
+            // acknowledgement counts once the fsync is done (see `local`).
             let defer = *candidate == self.node
                 && self.local.defers_sync()
                 && self.planted.get() == super::planted::ReplicaFault::None;
@@ -94,9 +273,12 @@ impl Coordinator {
                 match self.local.mint_unsynced(mint.clone()).await {
                     Response::Minted { object, dot } => {
                         let local = Arc::clone(&self.local);
-                        minter_sync = Some(Box::pin(async move { local.durable().await }));
-                        minted = Some((candidate.clone(), object, dot));
-                        break;
+                        return Ok(Some(Minted {
+                            minter: candidate.clone(),
+                            object,
+                            dot,
+                            sync: Some(Box::pin(async move { local.durable().await })),
+                        }));
                     }
                     other => {
                         if let Response::Error { kind, message } = &other {
@@ -124,8 +306,12 @@ impl Coordinator {
                     if *candidate != self.node {
                         self.mint_latency.record(started.elapsed());
                     }
-                    minted = Some((candidate.clone(), object, dot));
-                    break;
+                    return Ok(Some(Minted {
+                        minter: candidate.clone(),
+                        object,
+                        dot,
+                        sync: None,
+                    }));
                 }
                 Ok(Response::Error { kind, message }) => {
                     refused_as_written(kind, &message)?;
@@ -141,200 +327,7 @@ impl Coordinator {
                 }),
             }
         }
-        let Some((minter, object, dot)) = minted else {
-            return Err(quorum_unavailable(operation, quorum.required, 0, failures));
-        };
-
-        // Owners the write will not be sent to directly get a hint here.
-        if handoff {
-            let mut unreached: Vec<NodeId> = placement.unplaced.clone();
-            unreached.extend(candidates.iter().take_while(|c| **c != minter).cloned());
-            for owner in unreached {
-                self.keep_hint_in_background(owner, bucket, key, &object);
-            }
-        }
-
-        let bucket_bytes = bucket.as_bytes().to_vec();
-        let key_bytes = key.as_bytes().to_vec();
-        let mut sends: Vec<(NodeId, Request)> = placement
-            .up_primaries
-            .iter()
-            .filter(|p| {
-                **p != minter
-                    && !candidates
-                        .iter()
-                        .take_while(|c| **c != minter)
-                        .any(|c| c == *p)
-            })
-            .map(|owner| {
-                (
-                    owner.clone(),
-                    Request::Merge {
-                        bucket: bucket_bytes.clone(),
-                        key: key_bytes.clone(),
-                        object: object.clone(),
-                    },
-                )
-            })
-            .collect();
-        let owner_sends = sends.len();
-        // Fallbacks exist only for a sloppy quorum with handoff on (see `place_request`).
-        for (owner, fallback) in &placement.fallbacks {
-            sends.push((
-                fallback.clone(),
-                Request::MergeHint {
-                    owner: owner.clone(),
-                    bucket: bucket_bytes.clone(),
-                    key: key_bytes.clone(),
-                    object: object.clone(),
-                },
-            ));
-        }
-        let primaries: Vec<NodeId> = sends[..owner_sends]
-            .iter()
-            .map(|(n, _)| n.clone())
-            .collect();
-        // Whom a failed send leaves a hint for: the owner itself, or the owner a fallback
-        // stood in for.
-        let hint_owner: HashMap<NodeId, NodeId> = primaries
-            .iter()
-            .map(|p| (p.clone(), p.clone()))
-            .chain(
-                placement
-                    .fallbacks
-                    .iter()
-                    .map(|(o, f)| (f.clone(), o.clone())),
-            )
-            .collect();
-        let mut hint_owner = hint_owner;
-        let joint_required = joint.as_ref().map_or(0, |j| j.required);
-        if let Some(joint) = &joint {
-            for owner in &joint.extra {
-                if self.membership.is_up(owner) {
-                    sends.push((
-                        owner.clone(),
-                        Request::Merge {
-                            bucket: bucket_bytes.clone(),
-                            key: key_bytes.clone(),
-                            object: object.clone(),
-                        },
-                    ));
-                    hint_owner.insert(owner.clone(), owner.clone());
-                } else if handoff {
-                    self.keep_hint_in_background(owner.clone(), bucket, key, &object);
-                }
-            }
-        }
-        // A fallback's acknowledgement is a hint, not a copy an owner of the joint ring holds.
-        let is_fallback = |node: &NodeId| placement.fallbacks.iter().any(|(_, f)| f == node);
-        let in_joint = |node: &NodeId| {
-            joint.as_ref().is_some_and(|j| j.owners.contains(node)) && !is_fallback(node)
-        };
-        let joint_only = |node: &NodeId| joint.as_ref().is_some_and(|j| j.extra.contains(node));
-        let total_sends = sends.len();
-        let mut pending = self.fan_out(sends, deadline);
-
-        // The minter's copy counts at once, or when its fsync is done.
-        let minter_now = usize::from(minter_sync.is_none());
-        let mut acks = minter_now;
-        let mut primary_acks = minter_now;
-        let mut joint_acks = minter_now * usize::from(in_joint(&minter));
-        let mut done = 0;
-        while acks < quorum.required
-            || primary_acks < quorum.primaries
-            || joint_acks < joint_required
-        {
-            let next = async {
-                tokio::select! {
-                    synced = async {
-                        match minter_sync.as_mut() {
-                            Some(sync) => sync.await,
-                            None => std::future::pending().await,
-                        }
-                    }, if minter_sync.is_some() => {
-                        minter_sync = None;
-                        Some((minter.clone(), synced.map(|()| Response::Ack)))
-                    }
-                    sent = pending.next(), if !pending.is_empty() => sent,
-                    else => None,
-                }
-            };
-            match tokio::time::timeout_at(deadline, next).await {
-                Ok(Some((node, result))) => {
-                    let is_minter = node == minter;
-                    done += usize::from(!is_minter);
-                    let is_primary = is_minter || primaries.contains(&node);
-                    match result {
-                        Ok(Response::Ack) => {
-                            if in_joint(&node) {
-                                joint_acks += 1;
-                            }
-                            if !joint_only(&node) {
-                                acks += 1;
-                            }
-                            if is_primary {
-                                primary_acks += 1;
-                            }
-                        }
-                        other => {
-                            let failure = match other {
-                                Ok(response) => unexpected(node.clone(), &response),
-                                Err(reason) => ReplicaFailure {
-                                    node: node.clone(),
-                                    reason,
-                                },
-                            };
-                            failures.push(failure);
-                            if let (true, Some(owner)) = (handoff, hint_owner.get(&node)) {
-                                self.keep_hint_in_background(owner.clone(), bucket, key, &object);
-                            }
-                        }
-                    }
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    failures.push(timed_out_failure(total_sends - done));
-                    break;
-                }
-            }
-        }
-        // The sends still running finish on their own; one that fails leaves a hint.
-        if handoff && !pending.is_empty() {
-            let this = Arc::clone(self);
-            let bucket = bucket.clone();
-            let key = key.clone();
-            let object = object.clone();
-            tokio::spawn(async move {
-                while let Some((node, result)) = pending.next().await {
-                    if let (false, Some(owner)) =
-                        (matches!(result, Ok(Response::Ack)), hint_owner.get(&node))
-                    {
-                        this.keep_hint_in_background(owner.clone(), &bucket, &key, &object);
-                    }
-                }
-            });
-        }
-        if acks < quorum.required || primary_acks < quorum.primaries {
-            return Err(quorum_unavailable(
-                operation,
-                quorum.required,
-                acks,
-                failures,
-            ));
-        }
-        if joint_acks < joint_required {
-            return Err(quorum_unavailable(
-                operation,
-                joint_required,
-                joint_acks,
-                failures,
-            ));
-        }
-        // What the writer saw and its own version, not the concurrent siblings it did not.
-        if self.planted.get() == super::planted::ReplicaFault::WholeClockAnswers {
-            return Ok(object.clock().clone());
-        }
-        Ok(object.write_context(&context, dot))
+        Ok(None)
     }
 
     /// The owners of the key in the joint ring, if a write must reach a quorum there too;
