@@ -17,7 +17,7 @@ FUZZ_SECONDS ?= 600
 # Seconds of faults and load in `make soak` (`make test` runs the same suite for 40 s).
 SOAK_SECONDS ?= 600
 
-.PHONY: help deps build run test soak fuzz-smoke fuzz lint fix doc clean
+.PHONY: help deps build run test check soak fuzz-smoke fuzz lint fix doc clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -36,6 +36,12 @@ test: deps ## run every test: unit, property, end-to-end against real processes,
 	@$(MAKE) --no-print-directory browser-deps validate-k8s
 	$(CARGO) test $(PROFILE) --workspace -- --test-threads=$(TEST_THREADS)
 	@$(MAKE) --no-print-directory fuzz-smoke
+
+# Unit tests, property tests and the in-process simulations: no node process, no network.
+check: deps ## the fast tests alone: unit, property, in-process (under 2 min with the build done)
+	$(CARGO) test $(PROFILE) --workspace --lib --bins
+	$(CARGO) test $(PROFILE) -p quorumkv-ring -p quorumkv-replica -p quorumkv-http-api --tests
+	$(CARGO) test $(PROFILE) -p quorumkv-coordinator --test antientropy --test batching
 
 soak: deps ## the fault suite for SOAK_SECONDS (default 600; the delete and restore workloads half, churn the whole) instead of its CI-sized run
 	$(CARGO) build $(PROFILE) --workspace --bins
@@ -57,6 +63,7 @@ lint: deps ## read-only checks: format, clippy, rustdoc, dependency direction
 	$(CARGO) clippy $(PROFILE) -p quorumkv-replica -p quorumkv-coordinator --no-default-features -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc $(PROFILE) --workspace --no-deps
 	@scripts/check-layering.sh
+	@scripts/check-doc-paths.py
 
 fix: ## rewrite what the linters can fix
 	$(CARGO) fmt --all
@@ -66,7 +73,7 @@ fix: ## rewrite what the linters can fix
 doc: deps ## build the API documentation
 	$(CARGO) doc $(PROFILE) --workspace --no-deps
 
-.PHONY: bench bench-quick bench-deps bench-transfer bench-memory microbench
+.PHONY: bench bench-quick bench-deps bench-transfer bench-memory microbench bench-ab profile upgrade-check
 
 bench-deps: ## install what the benchmarks compare against (etcd)
 	@scripts/install-bench-deps.sh
@@ -86,6 +93,17 @@ bench-transfer: deps ## how fast a join and a leave move data (200k keys of 1 Ki
 bench-memory: deps ## resident set over 20 min of writes to 5M keys; 5M vs 100k keys (~23 min)
 	$(CARGO) build $(PROFILE) --bins
 	@scripts/bench-memory.sh
+
+bench-ab: deps ## CPU per operation of two builds side by side: make bench-ab A=old-binary B=new-binary [WORKLOAD=write|read]
+	$(CARGO) build $(PROFILE) -p quorumkv-bench
+	@scripts/bench-ab.sh $(A) $(B) $(or $(WORKLOAD),write)
+
+profile: deps ## perf profile and flame graph of one node under the write (or WORKLOAD=read) load
+	$(CARGO) build $(PROFILE) --bins
+	@scripts/profile.sh 10 $(or $(WORKLOAD),write)
+
+upgrade-check: deps ## a cluster's data from build OLD to build NEW: make upgrade-check OLD=old-binary NEW=new-binary
+	@scripts/upgrade-check.sh $(OLD) $(NEW)
 
 # `cargo bench` builds with the bench profile, which inherits release and reuses its
 # artifacts (RocksDB included).

@@ -5,9 +5,11 @@
 //! The key space is cut into a fixed, power-of-two number of equal partitions (Dynamo,
 //! section 6.2, strategy 3: "Q/S tokens per node, equal-sized partitions"). A key belongs to
 //! the partition given by the top bits of [`key_hash`]; each partition has one primary
-//! owner; and the `n` replicas of a key are the first `n` distinct nodes met walking the
-//! ring clockwise from its partition (section 4.3). A [`Ring`] is an immutable snapshot of
-//! all that for one member set, rebuilt and swapped whole when membership changes.
+//! owner; and the `n` replicas of a key are the first `n` nodes of its partition's
+//! preference list: the owner, then the other members ranked by their rendezvous score for
+//! that partition (below), where Dynamo walks the ring clockwise (section 4.3). A [`Ring`]
+//! is an immutable snapshot of all that for one member set, rebuilt and swapped whole when
+//! membership changes.
 //!
 //! Fixed partitions decouple *where keys fall* from *who owns them*: a key never changes
 //! partition, so a membership change moves whole partitions, and the partition is the unit

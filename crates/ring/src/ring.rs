@@ -84,7 +84,7 @@ impl Ring {
         1 << self.partition_bits
     }
 
-    /// Returns every partition, in ring (clockwise) order.
+    /// Returns every partition, in index order.
     pub fn partitions(&self) -> impl Iterator<Item = PartitionId> {
         (0..self.partition_count()).map(PartitionId)
     }
