@@ -7,6 +7,7 @@ mod config;
 mod credentials;
 mod kube;
 mod listener;
+mod node_config;
 mod serve;
 mod tls;
 

@@ -20,21 +20,18 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use quorumkv_coordinator::detector::DetectorOptions;
-use quorumkv_coordinator::{Coordinator, CoordinatorOptions, NodeId, SyncPolicy, SETTLE};
+use quorumkv_coordinator::Coordinator;
 use quorumkv_http_api::{router, AppState, BrowserGuard, Current, Edge, HttpTransport};
-use quorumkv_replica::{Store, StoreOptions};
+use quorumkv_replica::Store;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::cli::{LogFormat, ServeArgs, SyncArg};
+use crate::cli::{LogFormat, ServeArgs};
 use crate::credentials::{
     context_key_of, own_context_key, reload_on_hangup, CredentialFiles, Live,
 };
-use crate::listener::ConnectionLimits;
+use crate::node_config::{NodeConfig, TICK};
 
-/// How often a node probes its peers and pulls their bucket properties.
-const TICK: Duration = Duration::from_millis(500);
 /// How long a probe may take before the peer counts as down.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
 
@@ -81,62 +78,26 @@ pub fn main(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let node = NodeId::new(args.node_id.trim());
-    if node.as_str().is_empty() {
-        bail!("--node-id must not be empty");
-    }
-    let advertise = match &args.advertise {
-        Some(addr) => addr.clone(),
-        None if args.listen.ip().is_unspecified() => {
-            bail!(
-                "--listen {} is a wildcard address: give --advertise host:port",
-                args.listen
-            )
-        }
-        None => args.listen.to_string(),
-    };
-    let peers = other_nodes(&args, &advertise);
+    let NodeConfig {
+        node,
+        advertise,
+        seeds,
+        peers,
+        store: store_options,
+        coordinator: options,
+        max_value_bytes,
+        limits,
+    } = NodeConfig::from_args(&args)?;
     check_source_ip(&args)?;
     let credential_files = CredentialFiles::of(&args, &peers);
     let credentials = credential_files.load()?;
     credential_files.warn_at_start();
     let tls = load_tls(&args, &peers)?;
     let metrics = install_metrics()?;
-    let sync = match args.sync {
-        SyncArg::None => SyncPolicy::None,
-        SyncArg::Always => SyncPolicy::Always,
-    };
     let data_dir = args.data_dir.clone();
-    // Mebibytes to bytes; the flags' ranges keep it well within usize.
-    let mib = |mib: u32| usize::try_from(u64::from(mib) << 20).unwrap_or(usize::MAX);
-    let (block_cache_mib, memtable_mib) = (args.block_cache_mib, args.memtable_mib);
-    if args.max_object_bytes < 2 * args.max_value_bytes {
-        bail!(
-            "--max-object-bytes ({}) must be at least twice --max-value-bytes ({}): a key \
-             must be able to hold a value beside a concurrent one",
-            args.max_object_bytes,
-            args.max_value_bytes
-        );
-    }
-    let max_siblings = usize::try_from(args.max_siblings).unwrap_or(usize::MAX);
-    let max_object_bytes = usize::try_from(args.max_object_bytes).unwrap_or(usize::MAX);
-    let max_clock_entries = usize::from(args.max_clock_entries);
-    let store = tokio::task::spawn_blocking(move || {
-        Store::open(
-            &data_dir,
-            StoreOptions {
-                sync,
-                block_cache_bytes: mib(block_cache_mib),
-                memtable_budget_bytes: mib(memtable_mib),
-                max_siblings,
-                max_object_bytes,
-                max_clock_entries,
-                ..StoreOptions::default()
-            },
-        )
-    })
-    .await?
-    .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
+    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, store_options))
+        .await?
+        .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
     let store = Arc::new(store);
     let context_key = match context_key_of(&credentials) {
         Some(key) => key,
@@ -153,58 +114,6 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let transport = Arc::new(transport.with_cluster_secret(credentials.cluster_secret())?);
     let faults = transport.faults();
-    let seeds: Vec<String> = args
-        .seeds
-        .iter()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
-    if !(args.phi_threshold.is_finite() && args.phi_threshold > 0.0) {
-        bail!(
-            "--phi-threshold must be a positive number, got {}",
-            args.phi_threshold
-        );
-    }
-    let options = CoordinatorOptions {
-        default_n: usize::from(args.default_n),
-        hinted_handoff: args.hinted_handoff,
-        read_repair: args.read_repair,
-        max_hints: args.max_hints,
-        hint_ttl: Duration::from_secs(args.hint_ttl_secs),
-        detector: DetectorOptions {
-            phi_threshold: args.phi_threshold,
-            min_mean: TICK,
-        },
-        tombstone_grace: Duration::from_secs(args.tombstone_grace_secs),
-        cleanup_delay: (args.cleanup_delay_secs > 0)
-            .then(|| Duration::from_secs(args.cleanup_delay_secs)),
-        // Seeds that do not name this node are a cluster to join, not one to found.
-        joining: !seeds.is_empty() && peers.len() == seeds.len(),
-        zone: args
-            .zone
-            .as_deref()
-            .map(str::trim)
-            .filter(|z| !z.is_empty())
-            .map(str::to_string),
-        ..CoordinatorOptions::default()
-    };
-    if (1..SETTLE.as_secs()).contains(&args.cleanup_delay_secs) {
-        bail!(
-            "--cleanup-delay-secs ({}) must be 0 (clean up on demand only) or at least {}: \
-             nodes that have not yet heard of a change may still read the copies it drops",
-            args.cleanup_delay_secs,
-            SETTLE.as_secs()
-        );
-    }
-    if args.tombstone_grace_secs < args.hint_ttl_secs {
-        bail!(
-            "--tombstone-grace-secs ({}) must be at least --hint-ttl-secs ({}): a tombstone \
-             reaped while a hint of the deleted value can still be delivered would let the \
-             value come back",
-            args.tombstone_grace_secs,
-            args.hint_ttl_secs
-        );
-    }
     let live = Live {
         credentials: Current::new(credentials),
         context_key: Current::new(context_key),
@@ -250,13 +159,9 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let leaver = Arc::clone(&coordinator);
     let departing = Arc::clone(&coordinator);
     let app = router(
-        AppState::new(
-            coordinator,
-            Some(metrics),
-            usize::try_from(args.max_value_bytes).unwrap_or(usize::MAX),
-        )
-        .with_fault_injection(args.fault_injection)
-        .with_context_key(live.context_key.clone()),
+        AppState::new(coordinator, Some(metrics), max_value_bytes)
+            .with_fault_injection(args.fault_injection)
+            .with_context_key(live.context_key.clone()),
     );
     let app = if args.fault_injection {
         tracing::warn!(
@@ -277,12 +182,6 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         args.listen.ip().is_loopback(),
         &advertise,
     ));
-    let limits = ConnectionLimits {
-        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
-        peer_connections: usize::try_from(args.peer_connections).unwrap_or(usize::MAX),
-        max_connections_per_ip: usize::try_from(args.max_connections_per_ip).unwrap_or(usize::MAX),
-        header_timeout: Duration::from_millis(args.header_timeout_ms),
-    };
     let acceptor = tls.map(|tls| tls.acceptor);
     let stop = async move {
         tokio::select! {
@@ -374,7 +273,6 @@ async fn removed(coordinator: Arc<Coordinator>) {
     }
 }
 
-/// Replays hints to owners that are back every [`HANDOFF_INTERVAL`] until told to stop.
 /// Reaps tombstones past their grace period every `every` until told to stop.
 async fn reaper(coordinator: Arc<Coordinator>, every: Duration, mut stop: watch::Receiver<bool>) {
     let mut interval = tokio::time::interval(every);
@@ -395,6 +293,7 @@ fn reap_interval(grace: Duration) -> Duration {
     (grace / 2).clamp(Duration::from_millis(500), Duration::from_secs(60))
 }
 
+/// Replays hints to owners that are back every [`HANDOFF_INTERVAL`] until told to stop.
 async fn handoff(coordinator: Arc<Coordinator>, mut stop: watch::Receiver<bool>) {
     let mut interval = tokio::time::interval(HANDOFF_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -440,18 +339,6 @@ async fn anti_entropy(
             _ = stop.changed() => return,
         }
     }
-}
-
-/// The seeds that are not this node: a seed other than the advertised or the listen
-/// address is taken for another node, even if it is another name of this one.
-fn other_nodes(args: &ServeArgs, advertise: &str) -> Vec<String> {
-    let listen = args.listen.to_string();
-    args.seeds
-        .iter()
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty() && *s != advertise && *s != listen)
-        .map(str::to_string)
-        .collect()
 }
 
 /// Refuses an `--internode-source-ip` that is not an address of this host, at start: every
