@@ -69,9 +69,7 @@ use std::sync::{
 };
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompactionStyle,
-    DBCompressionType, Env, MemtableFactory, Options, ReadOptions, ReadTier, SliceTransform,
-    WriteOptions, DB,
+    Cache, ColumnFamily, ColumnFamilyDescriptor, Env, ReadOptions, ReadTier, WriteOptions, DB,
 };
 
 use crate::codec::decode_record;
@@ -84,17 +82,36 @@ mod cleanup;
 mod engine;
 mod group;
 mod hints;
+mod incarnation;
+mod layout;
 mod legacy;
+mod meta;
+mod options;
 mod tombstones;
+mod tuning;
 
 pub use antientropy::{AAE_SEGMENTS, MAX_PARTITION_BITS};
 pub use cleanup::Dropped;
 pub use engine::{ColumnFamilyStats, EngineStats};
 pub use group::{GroupWrite, Wait, WouldBlock};
 pub use hints::{Hint, HintRefusal};
+pub use options::{
+    StoreOptions, SyncPolicy, DEFAULT_MAX_CLOCK_ENTRIES, DEFAULT_MAX_OBJECT_BYTES,
+    DEFAULT_MAX_SIBLINGS,
+};
 pub use tombstones::{Tombstone, TombstonePage};
+pub use tuning::{
+    DEFAULT_BLOCK_CACHE_BYTES, DEFAULT_MEMTABLE_BUDGET_BYTES, MIN_MEMTABLE_BUDGET_BYTES,
+};
 
-/// Column family of versioned objects, filed by key hash (layout on [`Store`]).
+use self::incarnation::start_incarnation;
+use self::layout::{
+    data_key, data_key_of, display_key, prefix_successor, shard_bucket_prefix, split_data_key,
+    SHARD_PREFIX_LEN,
+};
+use self::tuning::{column_family_options, data_column_family_options};
+
+/// Column family of versioned objects, filed by key hash (layout in `store/layout.rs`).
 const CF_DATA: &str = "records";
 /// Column family of small named values.
 const CF_META: &str = "meta";
@@ -106,15 +123,6 @@ const CF_HINTS: &str = "hints";
 const CF_LEGACY_DATA: &str = "data";
 const CF_LEGACY_AAE: &str = "aae";
 
-/// Meta key of the actor id, in the store's own namespace.
-const META_ACTOR_ID: &[u8] = b"store/actor_id";
-
-/// Meta key that earlier releases wrote at a clean close, to keep their actor across it.
-/// Every open now takes a new actor; an open deletes a mark left by an earlier release.
-const META_CLEAN_CLOSE: &[u8] = b"store/clean_close";
-/// Meta key of a planted bug (see [`Store::plant_actor_reuse`]): while present, an open
-/// keeps the actor of the last start, as releases before per-start actors did.
-const META_PLANTED_ACTOR_REUSE: &[u8] = b"store/planted_actor_reuse";
 /// Namespace of meta keys written through [`Store::put_meta`].
 const META_NODE_PREFIX: &[u8] = b"node/";
 
@@ -122,132 +130,13 @@ const META_NODE_PREFIX: &[u8] = b"node/";
 /// threads that can write at once, so unrelated keys rarely share a stripe.
 const KEY_LOCK_STRIPES: usize = 1024;
 
-/// The default size of the block cache ([`StoreOptions::block_cache_bytes`]).
-///
-/// The cache is shared by every column family of a store, so that one bound holds
-/// whatever the mix of reads: decompressed data blocks of point lookups and of
-/// anti-entropy scans. Index and filter blocks stay outside it, with the open table
-/// files (a few MiB per million keys): charged to a cache this size they were evicted
-/// by data blocks, and 20 minutes of writes over 5 million keys ran at a quarter of the
-/// speed.
-pub const DEFAULT_BLOCK_CACHE_BYTES: usize = 64 << 20;
-
-/// The default budget of the memtables ([`StoreOptions::memtable_budget_bytes`]).
-///
-/// Without a budget shared by the column families, each one written could hold two 64
-/// MiB memtables, and a node's resident set swung between 240 and 390 MiB under a long
-/// write load (measured with records and digests in two column families).
-pub const DEFAULT_MEMTABLE_BUDGET_BYTES: usize = 64 << 20;
-
-/// The smallest memtable budget a store accepts: RocksDB reads 0 as "no budget", and a
-/// budget of a few KiB would flush after every write group.
-pub const MIN_MEMTABLE_BUDGET_BYTES: usize = 1 << 20;
-
-/// Bloom filter density for the `records` column family: 10 bits per key gives
-/// about a 1% false-positive rate, so a lookup of an absent key (every first
-/// write of a key reads first) rarely touches an SST file.
-const DATA_BLOOM_BITS_PER_KEY: f64 = 10.0;
-
-/// When a write is reported durable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum SyncPolicy {
-    /// Acknowledge once the write is in the WAL (survives a process crash,
-    /// not necessarily a power loss).
-    #[default]
-    None,
-    /// Fsync the WAL before acknowledging each write (survives a power loss).
-    Always,
-}
-
-/// Options for opening a [`Store`].
-#[derive(Clone, Debug)]
-pub struct StoreOptions {
-    /// Durability of each write; see the module's durability policy.
-    pub sync: SyncPolicy,
-    /// How many top bits of a key hash pick its partition in the anti-entropy hash
-    /// trees: `log2` of the ring's partition count (default 8, for 256 partitions), at
-    /// most [`MAX_PARTITION_BITS`]. The records' layout does not depend on it: the trees
-    /// are built at open, whatever it was before.
-    pub partition_bits: u8,
-    /// Capacity of the block cache that serves every column family, in bytes (0: no
-    /// cache). Default [`DEFAULT_BLOCK_CACHE_BYTES`].
-    pub block_cache_bytes: usize,
-    /// What the memtables of all column families may hold together, in bytes; past it,
-    /// RocksDB flushes the largest. At least [`MIN_MEMTABLE_BUDGET_BYTES`]. Default
-    /// [`DEFAULT_MEMTABLE_BUDGET_BYTES`].
-    pub memtable_budget_bytes: usize,
-    /// The most siblings a write minted here may leave a key with, when it resolves none
-    /// of them (default [`DEFAULT_MAX_SIBLINGS`], as Riak's `max_siblings`). Merges from
-    /// other replicas are never refused: a key written concurrently at several owners may
-    /// briefly hold up to one more per owner.
-    pub max_siblings: usize,
-    /// The largest record a write minted here may leave a key with, in bytes, counted
-    /// as [`VersionedObject::approximate_size`] (default [`DEFAULT_MAX_OBJECT_BYTES`]).
-    pub max_object_bytes: usize,
-    /// The most entries and exceptions a key's clock may reach through a write minted
-    /// here (default [`DEFAULT_MAX_CLOCK_ENTRIES`]); deletes are never refused for it,
-    /// as deleting the key and writing it again once the tombstone is reaped is how a
-    /// key starts a new clock. Merges are never refused either.
-    pub max_clock_entries: usize,
-}
-
-/// Default of [`StoreOptions::max_siblings`].
-pub const DEFAULT_MAX_SIBLINGS: usize = 100;
-/// Default of [`StoreOptions::max_object_bytes`]: 64 MiB.
-pub const DEFAULT_MAX_OBJECT_BYTES: usize = 64 * 1024 * 1024;
-/// Default of [`StoreOptions::max_clock_entries`]. Each start of a node takes a new actor
-/// (see [`Store::open`]), so a key's clock gains an entry for every start of an owner
-/// that mints a write of it afterwards; 256 entries fit a causal context token of under
-/// 7 KiB, within the 8 KiB a client may send back.
-pub const DEFAULT_MAX_CLOCK_ENTRIES: usize = 256;
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        StoreOptions {
-            sync: SyncPolicy::default(),
-            partition_bits: 8,
-            block_cache_bytes: DEFAULT_BLOCK_CACHE_BYTES,
-            memtable_budget_bytes: DEFAULT_MEMTABLE_BUDGET_BYTES,
-            max_siblings: DEFAULT_MAX_SIBLINGS,
-            max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
-            max_clock_entries: DEFAULT_MAX_CLOCK_ENTRIES,
-        }
-    }
-}
-
 /// One RocksDB database per node.
 ///
-/// Column families:
-/// - `records`: one record per key, as written by [`crate::codec::encode_record`]. Key
-///   layout:
-///   1. shard, `u16` big-endian: the top 16 bits of the key hash
-///      (`quorumkv_ring::key_hash`), so the finest partition of any ring;
-///   2. bucket length, `u8` (so a bucket is at most 255 bytes);
-///   3. bucket bytes;
-///   4. segment, `u8`: the low 8 bits of the key hash;
-///   5. key bytes.
-///
-///   Records are filed by hash, as Cassandra files rows by token: a ring partition is a
-///   run of whole shards, and one segment of one anti-entropy tree is a prefix scan per
-///   shard. So a record is its own anti-entropy entry (its digest is a hash of its
-///   bytes) and a write is one RocksDB entry, not two. The length prefix makes the
-///   layout unambiguous (bucket `a` with key `bc` differs from bucket `ab` with key `c`).
-///
-///   The shard is also the column family's RocksDB prefix (`SHARD_PREFIX_LEN`): its
-///   memtable is a hash table of shards, each a short skip list, so that the lookup
-///   before every write and every read finds its record in a few steps instead of a
-///   walk down one skip list of every key (`data_column_family_options`). Scans of
-///   `records` therefore go one shard at a time (`prefix_same_as_start`), or in total
-///   order with `total_order_seek`, which copies the memtable and is kept to the scan
-///   at open.
-/// - `meta`: small named values. Key layout:
-///   1. namespace: `store/` for the store's own values, `node/` for names
-///      given to [`Store::put_meta`];
-///   2. the name's UTF-8 bytes.
-///
-///   The store's own values are `store/actor_id` (8 bytes, big-endian). The
-///   namespaces keep a node's names from ever overwriting the actor id.
-/// - `hints`: created empty; hinted handoff stores its records here.
+/// Column families: `records`, one record per key as written by
+/// [`crate::codec::encode_record`], filed by the key's hash; `meta`, small named values
+/// (the store's own under `store/`, the node's under `node/`); `hints`, the records of
+/// hinted handoff. The keys of `records` and `meta` are laid out as `store/layout.rs`
+/// says.
 ///
 /// The anti-entropy hash trees are built from a scan of `records` at open and kept in
 /// memory (`store/antientropy.rs`).
@@ -433,30 +322,6 @@ impl Store {
         self.actor
     }
 
-    /// Plants, or with `on` false removes, a bug for the fault suite's negative control
-    /// of restores: every later open keeps the actor of the start before it, and each
-    /// key's next dot counts from what its record on disk holds, as releases that kept
-    /// their actor across a clean close did. A directory restored from a copy then mints
-    /// dots that other replicas already cover (see [`Store::open`]). The mark is durable
-    /// and lives in the data directory, so a copy taken after planting carries it.
-    /// Reached only through the fault-injection route of a node started to allow it.
-    ///
-    /// # Errors
-    /// [`StoreError::Db`] if the mark cannot be written.
-    pub fn plant_actor_reuse(&self, on: bool) -> Result<(), StoreError> {
-        let meta = column_family(&self.db, CF_META)?;
-        let mut durable = WriteOptions::default();
-        durable.set_sync(true);
-        if on {
-            self.db
-                .put_cf_opt(meta, META_PLANTED_ACTOR_REUSE, [1], &durable)?;
-        } else {
-            self.db
-                .delete_cf_opt(meta, META_PLANTED_ACTOR_REUSE, &durable)?;
-        }
-        Ok(())
-    }
-
     /// Mints this actor's next dot for `object`: drops what `context` covers and adds
     /// `value` (see [`VersionedObject::update_from`]). The caller holds the key's lock.
     /// Refuses, leaving `object` as it was, a write that would leave the key with more
@@ -632,29 +497,6 @@ impl Store {
         Ok(self.aae.holds_bucket(bucket))
     }
 
-    /// Returns the value stored by [`Store::put_meta`] under `name`.
-    ///
-    /// # Errors
-    /// [`StoreError::Db`].
-    pub fn get_meta(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.db.get_cf(self.cf(CF_META)?, meta_key(name))?)
-    }
-
-    /// Stores a small named value for the node, honouring the sync policy.
-    /// Names live in their own namespace and cannot touch the actor id.
-    ///
-    /// # Errors
-    /// [`StoreError::Db`].
-    pub fn put_meta(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.db.put_cf_opt(
-            self.cf(CF_META)?,
-            meta_key(name),
-            value,
-            &self.write_options,
-        )?;
-        Ok(())
-    }
-
     /// Makes every write done so far durable: an fsync of the WAL. What
     /// [`Store::write_group_unsynced`] defers. Blocks for the fsync.
     ///
@@ -686,33 +528,6 @@ impl Store {
     /// Returns the number of corrupt records detected since open.
     pub fn corrupt_records(&self) -> u64 {
         self.corrupt_records.load(Ordering::Relaxed)
-    }
-
-    /// Test and tool hook: returns the raw record bytes stored for
-    /// `bucket`/`key` in the `records` column family, without decoding them.
-    ///
-    /// # Errors
-    /// [`StoreError::BucketTooLong`]; [`StoreError::Db`].
-    pub fn raw_get(&self, bucket: &[u8], key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.db.get_cf(self.cf(CF_DATA)?, data_key(bucket, key)?)?)
-    }
-
-    /// Test and tool hook: overwrites the raw record bytes of
-    /// `bucket`/`key`, bypassing the codec, the per-key lock, the
-    /// anti-entropy digest and every invariant (tests use it to plant
-    /// corruption, as a fault below the store would). Not for the data path.
-    ///
-    /// # Errors
-    /// [`StoreError::BucketTooLong`]; [`StoreError::Db`].
-    pub fn raw_put(&self, bucket: &[u8], key: &[u8], bytes: &[u8]) -> Result<(), StoreError> {
-        let _gate = self.gate_write(Wait::Block);
-        self.db.put_cf_opt(
-            self.cf(CF_DATA)?,
-            data_key(bucket, key)?,
-            bytes,
-            &self.write_options,
-        )?;
-        Ok(())
     }
 
     /// Takes the shared side of the scan gate, for a write to `records`; under
@@ -769,63 +584,6 @@ fn stripe_of(data_key: &[u8]) -> usize {
     (xxhash_rust::xxh3::xxh3_64(data_key) % KEY_LOCK_STRIPES as u64) as usize
 }
 
-/// Table options on the store's block cache, which every column family shares.
-fn table_options(cache: &Cache) -> BlockBasedOptions {
-    let mut table = BlockBasedOptions::default();
-    table.set_block_cache(cache);
-    table
-}
-
-/// Options shared by every column family (and used as the DB options).
-fn column_family_options(cache: &Cache) -> Options {
-    let mut options = Options::default();
-    options.set_compression_type(DBCompressionType::Lz4);
-    options.set_compaction_style(DBCompactionStyle::Level);
-    options.set_block_based_table_factory(&table_options(cache));
-    options
-}
-
-/// Options of the `records` column family, tuned for point lookups and overwrites, for
-/// a store whose memtables may hold `memtable_budget_bytes` together.
-fn data_column_family_options(cache: &Cache, memtable_budget_bytes: usize) -> Options {
-    let mut table = table_options(cache);
-    // Full (not block-based) filters: one probe per SST file per lookup.
-    table.set_bloom_filter(DATA_BLOOM_BITS_PER_KEY, false);
-    let mut options = column_family_options(cache);
-    options.set_block_based_table_factory(&table);
-    // A key is rewritten on every write to it, and its record rarely grows: overwrite it
-    // in the memtable instead of adding a version beside the old one. The memtable then
-    // holds one entry per key, so it fills and flushes less often and its lookups (three
-    // per quorum write) walk a smaller skip list: 12% less CPU per write in an A/B
-    // (BENCHMARKS.md). RocksDB makes point reads safe with a per-key lock, but not
-    // iterators: one reading an entry while it is overwritten may read a torn length
-    // and value. So no iterator of this family runs while a write does: see
-    // `Store::scan_gate`.
-    options.set_inplace_update_support(true);
-    // Every lookup of a record in the memtable (one per read, three per quorum write)
-    // walked one skip list of all its keys, 12% of a node's CPU under writes (profile in
-    // BENCHMARKS.md). Hashed by shard, a lookup goes straight to the few records of its
-    // shard: in an A/B, 3% to 16% less node CPU per quorum write (median 6%) and 12% to
-    // 25% less per read (BENCHMARKS.md).
-    options.set_prefix_extractor(SliceTransform::create_fixed_prefix(SHARD_PREFIX_LEN));
-    options.set_memtable_factory(MemtableFactory::HashSkipList {
-        bucket_count: memtable_buckets(memtable_budget_bytes),
-        // RocksDB's defaults, for short lists: a shard holds about 15 records per
-        // million keys stored, and a bucket only those written since the last flush.
-        height: 4,
-        branching_factor: 4,
-    });
-    options
-}
-
-/// The hash buckets of a `records` memtable. An empty bucket costs a pointer and a used
-/// one a skip-list head (about 150 bytes, from the memtable's own budget), so there is
-/// one bucket per 2 KiB of budget, up to one per shard: 32,768 buckets (under 5 MiB
-/// once all are used) for the default 64 MiB.
-fn memtable_buckets(memtable_budget_bytes: usize) -> usize {
-    (memtable_budget_bytes / 2048).clamp(256, 1 << (8 * SHARD_PREFIX_LEN))
-}
-
 /// Returns a column family handle by name.
 fn column_family<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily, StoreError> {
     db.cf_handle(name)
@@ -839,118 +597,6 @@ impl Drop for Store {
             tracing::warn!(%error, "cannot sync the WAL at close");
         }
     }
-}
-
-/// Starts this open of the store with a new actor id, durably stored before any dot can
-/// be minted under it (see [`Store::open`] for why every open takes one). Also says
-/// whether the planted bug of [`Store::plant_actor_reuse`] kept the last start's instead.
-fn start_incarnation(db: &DB) -> Result<(ActorId, bool), StoreError> {
-    let meta = column_family(db, CF_META)?;
-    let mut durable = WriteOptions::default();
-    durable.set_sync(true);
-    let previous = read_actor(db)?;
-    if let Some(previous) = previous {
-        if db.get_cf(meta, META_PLANTED_ACTOR_REUSE)?.is_some() {
-            tracing::warn!(%previous, "fault injection: the last start's actor is reused");
-            return Ok((previous, true));
-        }
-    }
-    // Random rather than derived from the node's name or a counter on disk, which a
-    // restored copy of the directory would hold at an earlier value.
-    let actor = ActorId(rand::random());
-    db.put_cf_opt(meta, META_ACTOR_ID, actor.0.to_be_bytes(), &durable)?;
-    if db.get_cf(meta, META_CLEAN_CLOSE)?.is_some() {
-        db.delete_cf_opt(meta, META_CLEAN_CLOSE, &durable)?;
-    }
-    match previous {
-        Some(previous) => tracing::info!(%previous, %actor, "new actor id for this start"),
-        None => tracing::info!(%actor, "new actor id minted for a new database"),
-    }
-    Ok((actor, false))
-}
-
-/// Reads the actor id of the last start, if there was one.
-fn read_actor(db: &DB) -> Result<Option<ActorId>, StoreError> {
-    let meta = column_family(db, CF_META)?;
-    let Some(bytes) = db.get_cf(meta, META_ACTOR_ID)? else {
-        return Ok(None);
-    };
-    let bytes: [u8; 8] = bytes.as_slice().try_into().map_err(|_| {
-        let reason = CodecError::Malformed(format!("actor id is {} bytes, not 8", bytes.len()));
-        tracing::error!(%reason, "unreadable actor id");
-        StoreError::Corrupt {
-            key: "meta/store/actor_id".to_owned(),
-            reason,
-        }
-    })?;
-    Ok(Some(ActorId(u64::from_be_bytes(bytes))))
-}
-
-/// Returns the `records` key of `bucket`/`key` (layout on [`Store`]).
-fn data_key(bucket: &[u8], key: &[u8]) -> Result<Vec<u8>, StoreError> {
-    data_key_of(antientropy::key_hash(bucket, key), bucket, key)
-}
-
-/// [`data_key`], for a key whose hash (`antientropy::key_hash`) the caller has: the write
-/// paths, which also place the key in its tree by that hash.
-fn data_key_of(hash: u64, bucket: &[u8], key: &[u8]) -> Result<Vec<u8>, StoreError> {
-    let mut data_key = segment_prefix(shard_of(hash), bucket, antientropy::segment_of(hash))?;
-    data_key.extend_from_slice(key);
-    Ok(data_key)
-}
-
-/// Returns the `records` prefix of one bucket in one shard.
-fn shard_bucket_prefix(shard: u16, bucket: &[u8]) -> Result<Vec<u8>, StoreError> {
-    let len = u8::try_from(bucket.len()).map_err(|_| StoreError::BucketTooLong(bucket.len()))?;
-    let mut prefix = Vec::with_capacity(2 + 1 + bucket.len() + 1);
-    prefix.extend_from_slice(&shard.to_be_bytes());
-    prefix.push(len);
-    prefix.extend_from_slice(bucket);
-    Ok(prefix)
-}
-
-/// Returns the `records` prefix of one segment of one bucket in one shard.
-fn segment_prefix(shard: u16, bucket: &[u8], segment: u8) -> Result<Vec<u8>, StoreError> {
-    let mut prefix = shard_bucket_prefix(shard, bucket)?;
-    prefix.push(segment);
-    Ok(prefix)
-}
-
-/// The length of a `records` key's shard, which is the column family's RocksDB prefix.
-const SHARD_PREFIX_LEN: usize = 2;
-
-/// Returns the shard of a key hash: its top 16 bits.
-fn shard_of(hash: u64) -> u16 {
-    (hash >> 48) as u16
-}
-
-/// Splits a `records` key into (shard, bucket, segment, key).
-fn split_data_key(data_key: &[u8]) -> Option<(u16, &[u8], u8, &[u8])> {
-    let (shard, rest) = data_key.split_first_chunk::<2>()?;
-    let (&len, rest) = rest.split_first()?;
-    let (bucket, rest) = rest.split_at_checked(usize::from(len))?;
-    let (&segment, key) = rest.split_first()?;
-    Some((u16::from_be_bytes(*shard), bucket, segment, key))
-}
-
-/// Returns the smallest byte string greater than every string that starts
-/// with `prefix`, or `None` if there is none (the prefix is all 0xff).
-fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
-    let last = prefix.iter().rposition(|&b| b != u8::MAX)?;
-    let mut end = prefix[..=last].to_vec();
-    end[last] += 1;
-    Some(end)
-}
-
-/// Returns the meta-CF key of a node-defined name.
-fn meta_key(name: &str) -> Vec<u8> {
-    [META_NODE_PREFIX, name.as_bytes()].concat()
-}
-
-/// Returns a printable `bucket/key` for logs and errors; non-printable bytes
-/// are escaped so binary keys stay readable and unambiguous.
-fn display_key(bucket: &[u8], key: &[u8]) -> String {
-    format!("{}/{}", bucket.escape_ascii(), key.escape_ascii())
 }
 
 /// A one-version object of `text`, minted by a fixed actor: for the store's unit tests.
@@ -1037,27 +683,6 @@ mod tests {
     }
 
     #[test]
-    fn data_keys_are_laid_out_as_documented() {
-        assert_ne!(data_key(b"a", b"bc").ok(), data_key(b"ab", b"c").ok());
-        // The ring's golden vector: key_hash("users", "alice") = 0x080827f66a6b8a91.
-        assert_eq!(
-            data_key(b"users", b"alice").ok(),
-            Some(b"\x08\x08\x05users\x91alice".to_vec())
-        );
-        assert_eq!(
-            split_data_key(b"\x08\x08\x05users\x91alice"),
-            Some((0x0808, &b"users"[..], 0x91, &b"alice"[..]))
-        );
-        assert_eq!(split_data_key(b"\x08\x08\x09users"), None);
-        assert_eq!(split_data_key(b"\x08"), None);
-        assert!(matches!(
-            data_key(&[0; 256], b"k"),
-            Err(StoreError::BucketTooLong(256))
-        ));
-        assert!(data_key(&[0; 255], b"k").is_ok());
-    }
-
-    #[test]
     fn overwrites_read_back_the_last_record_whatever_its_size() {
         // Records overwritten in place when they do not grow, appended when they do.
         let dir = tempfile::tempdir().expect("temporary directory");
@@ -1088,17 +713,5 @@ mod tests {
         let store = Store::open(dir.path(), StoreOptions::default()).expect("reopen");
         let read = store.get(b"b", b"k").expect("read").expect("present");
         assert_eq!(read.clock(), &context);
-    }
-
-    #[test]
-    fn prefix_successor_bounds_the_prefix() {
-        assert_eq!(prefix_successor(b"\x01a"), Some(b"\x01b".to_vec()));
-        assert_eq!(prefix_successor(b"\x02a\xff"), Some(b"\x02b".to_vec()));
-        assert_eq!(prefix_successor(b"\xff\xff"), None);
-    }
-
-    #[test]
-    fn display_key_escapes_binary() {
-        assert_eq!(display_key(b"b", b"k\x00\xff"), "b/k\\x00\\xff");
     }
 }

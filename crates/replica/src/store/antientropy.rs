@@ -13,8 +13,8 @@
 //! differs from every healthy replica's, so anti-entropy sees the difference (the store
 //! still refuses to write over the record; repair comes by hand or from a rebuild).
 //!
-//! Records are filed by key hash (layout on [`Store`]): shard (the top 16 bits), bucket,
-//! segment (the low 8 bits), key. A partition of `partition_bits <= 16` bits is a run of
+//! Records are filed by key hash (layout in `store/layout.rs`): shard (the top 16 bits),
+//! bucket, segment (the low 8 bits), key. A partition of `partition_bits <= 16` bits is a run of
 //! whole shards, so the keys of one segment of one tree are one prefix scan per shard,
 //! and a record is its own entry in the index: no digest is stored, and a write is one
 //! RocksDB entry. The key hash is the ring's ([`key_hash`], the same on-disk contract),
@@ -53,10 +53,8 @@ use std::time::Instant;
 use rocksdb::{IteratorMode, ReadOptions, WriteBatch, DB};
 use xxhash_rust::xxh3::{xxh3_64, Xxh3Default};
 
-use super::{
-    column_family, data_key_of, segment_prefix, shard_bucket_prefix, shard_of, split_data_key,
-    Store, StoreError, CF_DATA,
-};
+use super::layout::{data_key_of, segment_prefix, shard_bucket_prefix, shard_of, split_data_key};
+use super::{column_family, Store, StoreError, CF_DATA};
 use crate::codec::encode_record;
 use crate::object::VersionedObject;
 
