@@ -24,6 +24,7 @@
 pub mod antientropy;
 mod api;
 mod batching;
+mod bucket_props;
 mod change;
 pub mod cleanup;
 mod cluster;

@@ -1,81 +1,21 @@
 //! Cluster upkeep of one node: probing peers (ids, zones, liveness), gossiping the member
-//! table, remembering what it learned, and keeping bucket properties in step with the other
-//! nodes.
-//!
-//! None of it is on a request's path except a change of bucket properties, which asks
-//! every member whether the bucket holds data before it changes `n`.
+//! table, remembering what it learned, and pulling bucket properties from the peers
+//! (merged in `bucket_props.rs`). None of it is on a request's path.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use quorumkv_replica::{Store, StoreError};
 use quorumkv_ring::NodeId;
-use tokio::time::Instant;
 
-use super::{quorum_unavailable, unexpected, Coordinator, PropsUpdate, META_MEMBERS, META_PROPS};
-use crate::error::{CoordinatorError, Operation, ReplicaFailure};
+use super::{Coordinator, META_MEMBERS};
+use crate::error::CoordinatorError;
 use crate::gossip::MemberRecord;
 use crate::membership::{Bootstrap, KnownPeer};
 use crate::message::{Request, Response};
-use crate::props::VersionedProps;
-use crate::quorum::BucketProps;
 use crate::transport::TransportError;
-use crate::BucketName;
 
 impl Coordinator {
-    /// Changes the properties of `bucket` cluster-wide. A change of `n` is refused while any
-    /// member holds data of the bucket.
-    pub async fn set_bucket_props(
-        self: &Arc<Self>,
-        bucket: &BucketName,
-        update: PropsUpdate,
-    ) -> Result<BucketProps, CoordinatorError> {
-        let current = self.bucket_props(bucket);
-        let n = update.n.unwrap_or(current.n);
-        let (default_r, default_w) = if n == current.n {
-            (current.r, current.w)
-        } else {
-            let fresh = BucketProps::with_n(n);
-            (fresh.r, fresh.w)
-        };
-        let props = BucketProps {
-            n,
-            r: update.r.unwrap_or(default_r),
-            w: update.w.unwrap_or(default_w),
-        };
-        props.validate()?;
-        if n != current.n {
-            self.ensure_bucket_empty(bucket, current.n, n).await?;
-        }
-        let entry = VersionedProps {
-            props,
-            version: self.props.next_version(bucket.as_str(), &self.node),
-        };
-        // Stored before it is applied: a change this node cannot store (its disk is full)
-        // must fail whole, not spread from its memory to the peers after the client was
-        // told it failed.
-        let mut stored = self.props.snapshot();
-        stored.insert(bucket.as_str().to_string(), entry.clone());
-        self.save_meta(META_PROPS, &stored).await?;
-        let table = std::collections::BTreeMap::from([(bucket.as_str().to_string(), entry)]);
-        self.props.merge(&table);
-        // Push to every peer now; one that misses it pulls it on its next sync round.
-        let pushes = self.membership.peer_addrs().into_iter().map(|addr| {
-            let request = Request::PutProps {
-                props: table.clone(),
-            };
-            let transport = Arc::clone(&self.transport);
-            async move {
-                transport
-                    .call(&addr, &request, Duration::from_secs(1))
-                    .await
-            }
-        });
-        futures::future::join_all(pushes).await;
-        Ok(props)
-    }
-
     /// One round of background upkeep: probes every peer (learning ids and liveness),
     /// persists newly learned members, and pulls bucket properties from the peers that
     /// answered. The server calls it periodically.
@@ -178,61 +118,6 @@ impl Coordinator {
         if let Err(error) = self.save_meta(META_MEMBERS, &stored).await {
             tracing::error!(%error, "cannot persist the member table");
         }
-    }
-
-    async fn ensure_bucket_empty(
-        self: &Arc<Self>,
-        bucket: &BucketName,
-        current: usize,
-        requested: usize,
-    ) -> Result<(), CoordinatorError> {
-        let members: Vec<NodeId> = self.ring()?.members().to_vec();
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let request = Request::BucketHasKeys {
-            bucket: bucket.as_bytes().to_vec(),
-        };
-        let sends = members
-            .iter()
-            .map(|m| (m.clone(), request.clone()))
-            .collect();
-        let mut pending = self.fan_out(sends, deadline);
-        let mut answered = 0;
-        let mut failures = Vec::new();
-        while let Some((node, result)) = pending.next().await {
-            match result {
-                Ok(Response::HasKeys(false)) => answered += 1,
-                Ok(Response::HasKeys(true)) => {
-                    return Err(CoordinatorError::BucketNotEmpty {
-                        bucket: bucket.to_string(),
-                        current,
-                        requested,
-                    })
-                }
-                Ok(other) => failures.push(unexpected(node, &other)),
-                Err(reason) => failures.push(ReplicaFailure { node, reason }),
-            }
-        }
-        if answered < members.len() {
-            // Without every member's answer the bucket may hold data somewhere.
-            return Err(quorum_unavailable(
-                Operation::SetProps,
-                members.len(),
-                answered,
-                failures,
-            ));
-        }
-        Ok(())
-    }
-
-    pub(super) async fn adopt_props(
-        self: &Arc<Self>,
-        incoming: &std::collections::BTreeMap<String, VersionedProps>,
-    ) -> Result<(), CoordinatorError> {
-        if self.props.merge(incoming) {
-            let snapshot = self.props.snapshot();
-            self.save_meta(META_PROPS, &snapshot).await?;
-        }
-        Ok(())
     }
 
     pub(super) async fn save_meta<T: serde::Serialize>(
