@@ -1,6 +1,7 @@
 //! The `quorumkv` binary: `quorumkv serve` runs a node; the other subcommands are a small
 //! client for the HTTP API.
 
+mod background;
 mod cli;
 mod client;
 mod config;

@@ -23,9 +23,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use quorumkv_coordinator::Coordinator;
 use quorumkv_http_api::{router, AppState, BrowserGuard, Current, Edge, HttpTransport};
 use quorumkv_replica::Store;
-use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::background::{Background, Every};
 use crate::cli::{LogFormat, ServeArgs};
 use crate::credentials::{
     context_key_of, own_context_key, reload_on_hangup, CredentialFiles, Live,
@@ -39,7 +39,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
 const HANDOFF_INTERVAL: Duration = Duration::from_millis(1000);
 /// How often a transfer round runs (it returns at once when no membership change is under way).
 const TRANSFER_INTERVAL: Duration = Duration::from_millis(1000);
-/// How often the histograms' samples are folded into their buckets (see `metrics_upkeep`).
+/// How often the histograms' samples are folded into their buckets (see `start_background`).
 const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// How many records one tombstone reaper round scans.
 const REAP_BUDGET: usize = 10_000;
@@ -132,29 +132,13 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     tracing::info!(%node, listen = %args.listen, %advertise, seeds = ?seeds, actor = ?store.actor(), tls = tls.is_some(), "node started");
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let reloads = crate::credentials::hangups().map(|hangups| {
-        tokio::spawn(reload_on_hangup(
-            hangups,
-            credential_files,
-            live.clone(),
-            stop_rx.clone(),
-        ))
-    });
-    let metrics_upkeep = tokio::spawn(metrics_upkeep(metrics.clone(), stop_rx.clone()));
-    let upkeep = tokio::spawn(upkeep(Arc::clone(&coordinator), stop_rx.clone()));
-    let anti_entropy = tokio::spawn(anti_entropy(
-        Arc::clone(&coordinator),
-        Duration::from_millis(args.anti_entropy_interval_ms),
-        stop_rx.clone(),
-    ));
-    let reaper = tokio::spawn(reaper(
-        Arc::clone(&coordinator),
-        reap_interval(Duration::from_secs(args.tombstone_grace_secs)),
-        stop_rx.clone(),
-    ));
-    let transfers = tokio::spawn(transfers(Arc::clone(&coordinator), stop_rx.clone()));
-    let handoff = tokio::spawn(handoff(Arc::clone(&coordinator), stop_rx));
+    let background = start_background(
+        &coordinator,
+        &metrics,
+        &args,
+        credential_files,
+        live.clone(),
+    );
     let fault_coordinator = Arc::clone(&coordinator);
     let leaver = Arc::clone(&coordinator);
     let departing = Arc::clone(&coordinator);
@@ -198,16 +182,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     drop(departing);
     tracing::info!("draining done; stopping background work");
-    let _ = stop_tx.send(true);
-    let _ = upkeep.await;
-    let _ = metrics_upkeep.await;
-    let _ = handoff.await;
-    let _ = reaper.await;
-    let _ = transfers.await;
-    let _ = anti_entropy.await;
-    if let Some(reloads) = reloads {
-        let _ = reloads.await;
-    }
+    background.stop().await;
     let flush_store = Arc::clone(&store);
     tokio::task::spawn_blocking(move || flush_store.flush())
         .await?
@@ -216,48 +191,79 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Probes peers and syncs bucket properties every [`TICK`] until told to stop.
-async fn upkeep(coordinator: Arc<Coordinator>, mut stop: watch::Receiver<bool>) {
-    let mut interval = tokio::time::interval(TICK);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = interval.tick() => coordinator.tick(PROBE_TIMEOUT).await,
-            _ = stop.changed() => return,
-        }
+/// Starts the node's background work (see [`crate::background`]): probes and gossip
+/// every [`TICK`], hint replay, transfers, anti-entropy (unless its interval is 0), the
+/// tombstone reaper, the metrics' upkeep, and credential reloads on SIGHUP.
+fn start_background(
+    coordinator: &Arc<Coordinator>,
+    metrics: &PrometheusHandle,
+    args: &ServeArgs,
+    credential_files: CredentialFiles,
+    live: Live,
+) -> Background {
+    let mut background = Background::new();
+    if let Some(hangups) = crate::credentials::hangups() {
+        let stopping = background.stopping();
+        background.spawn(reload_on_hangup(hangups, credential_files, live, stopping));
     }
-}
-
-/// Drains the histograms' recorded samples into their buckets every
-/// [`METRICS_UPKEEP_INTERVAL`]. The recorder keeps every sample until a scrape or an
-/// upkeep takes it; without this task a node nobody scrapes grew by a few hundred MiB
-/// over 20 minutes of load.
-async fn metrics_upkeep(handle: PrometheusHandle, mut stop: watch::Receiver<bool>) {
-    let mut interval = tokio::time::interval(METRICS_UPKEEP_INTERVAL);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = interval.tick() => handle.run_upkeep(),
-            _ = stop.changed() => return,
+    // The recorder keeps every histogram sample until a scrape or an upkeep takes it:
+    // without this a node nobody scrapes grew by a few hundred MiB over 20 minutes of load.
+    let handle = metrics.clone();
+    background.every(Every::finishing(METRICS_UPKEEP_INTERVAL), move || {
+        handle.run_upkeep();
+        std::future::ready(())
+    });
+    let c = Arc::clone(coordinator);
+    background.every(Every::finishing(TICK), move || {
+        let c = Arc::clone(&c);
+        async move { c.tick(PROBE_TIMEOUT).await }
+    });
+    // A full batch means more are waiting: go on at once rather than a batch per
+    // interval, so a returning node catches up at the speed it can take.
+    let (c, stopping) = (Arc::clone(coordinator), background.stopping());
+    background.every(Every::finishing(HANDOFF_INTERVAL), move || {
+        let (c, stopping) = (Arc::clone(&c), stopping.clone());
+        async move {
+            while c.replay_hints(HANDOFF_BATCH).await.replayed >= HANDOFF_BATCH {
+                if *stopping.borrow() {
+                    return;
+                }
+            }
         }
-    }
-}
-
-/// Runs a transfer round (membership changes) every [`TRANSFER_INTERVAL`] until told to
-/// stop. A task of its own: a transfer may take long, and must not delay liveness probes.
-/// A round cut at shutdown is safe: each of its steps is a merge.
-async fn transfers(coordinator: Arc<Coordinator>, mut stop: watch::Receiver<bool>) {
-    let mut interval = tokio::time::interval(TRANSFER_INTERVAL);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = async {
-                interval.tick().await;
-                coordinator.transfer_round().await
-            } => {}
-            _ = stop.changed() => return,
+    });
+    // A task of its own: a transfer may take long, and must not delay liveness probes.
+    let c = Arc::clone(coordinator);
+    background.every(Every::cut_at_stop(TRANSFER_INTERVAL), move || {
+        let c = Arc::clone(&c);
+        async move {
+            c.transfer_round().await;
         }
+    });
+    let anti_entropy = Duration::from_millis(args.anti_entropy_interval_ms);
+    if anti_entropy.is_zero() {
+        tracing::info!("anti-entropy is off");
+    } else {
+        // The first round one interval after the start, once the node has seen its peers.
+        let c = Arc::clone(coordinator);
+        background.every(
+            Every::cut_at_stop(anti_entropy).after_a_period(),
+            move || {
+                let c = Arc::clone(&c);
+                async move {
+                    c.anti_entropy_round().await;
+                }
+            },
+        );
     }
+    let c = Arc::clone(coordinator);
+    let reap = reap_interval(Duration::from_secs(args.tombstone_grace_secs));
+    background.every(Every::finishing(reap), move || {
+        let c = Arc::clone(&c);
+        async move {
+            c.reap_tombstones(REAP_BUDGET).await;
+        }
+    });
+    background
 }
 
 /// Returns once this node has left the cluster (its leave was committed): the node then
@@ -273,72 +279,10 @@ async fn removed(coordinator: Arc<Coordinator>) {
     }
 }
 
-/// Reaps tombstones past their grace period every `every` until told to stop.
-async fn reaper(coordinator: Arc<Coordinator>, every: Duration, mut stop: watch::Receiver<bool>) {
-    let mut interval = tokio::time::interval(every);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {
-                coordinator.reap_tombstones(REAP_BUDGET).await;
-            }
-            _ = stop.changed() => return,
-        }
-    }
-}
-
 /// A reaper round every half grace period, between half a second and a minute: often
 /// enough that a tombstone goes soon after its grace, rarely enough to cost nothing.
 fn reap_interval(grace: Duration) -> Duration {
     (grace / 2).clamp(Duration::from_millis(500), Duration::from_secs(60))
-}
-
-/// Replays hints to owners that are back every [`HANDOFF_INTERVAL`] until told to stop.
-async fn handoff(coordinator: Arc<Coordinator>, mut stop: watch::Receiver<bool>) {
-    let mut interval = tokio::time::interval(HANDOFF_INTERVAL);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {
-                // A full batch means more are waiting: go on at once rather than a batch
-                // per interval, so a returning node catches up at the speed it can take.
-                while coordinator.replay_hints(HANDOFF_BATCH).await.replayed >= HANDOFF_BATCH {
-                    if *stop.borrow() {
-                        return;
-                    }
-                }
-            }
-            _ = stop.changed() => return,
-        }
-    }
-}
-
-/// Runs an anti-entropy round every `every` (never when it is zero) until told to stop.
-/// A task of its own, so a slow exchange never delays liveness probes. A round still
-/// running at shutdown is dropped where it is: each of its steps is a merge, safe to cut.
-async fn anti_entropy(
-    coordinator: Arc<Coordinator>,
-    every: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
-    if every.is_zero() {
-        tracing::info!("anti-entropy is off");
-        return;
-    }
-    let mut interval = tokio::time::interval(every);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The first tick is immediate: skip it, so that a node starts exchanging once it has
-    // had time to see its peers.
-    interval.tick().await;
-    loop {
-        tokio::select! {
-            _ = async {
-                interval.tick().await;
-                coordinator.anti_entropy_round().await
-            } => {}
-            _ = stop.changed() => return,
-        }
-    }
 }
 
 /// Refuses an `--internode-source-ip` that is not an address of this host, at start: every
