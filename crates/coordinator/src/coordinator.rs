@@ -53,7 +53,9 @@ pub use self::api::{
 };
 use self::cluster::{load_meta, StoredMembers};
 pub(crate) use self::fanout::Replies;
-pub(crate) use self::quorums::{quorum_unavailable, timed_out_failure, unexpected, Quorum};
+pub(crate) use self::quorums::{
+    quorum_met, quorum_unavailable, timed_out_failure, unexpected, Quorum,
+};
 use crate::error::{CoordinatorError, InputError, Operation, ReplicaFailure};
 use crate::membership::Membership;
 use crate::message::{RemoteErrorKind, Request, Response};

@@ -8,6 +8,7 @@ use super::{ReadOptions, WriteOptions};
 use crate::error::{CoordinatorError, InputError, Operation, ReplicaFailure};
 use crate::message::Response;
 use crate::quorum::{BucketProps, QuorumSpec};
+use crate::tally::AckTally;
 
 /// A quorum after resolution against the bucket's `n`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,6 +76,24 @@ pub(crate) fn quorum_unavailable(
         required,
         answered,
         failures,
+    }
+}
+
+/// `Ok` once `tally` meets its requirement; otherwise the quorum error of its first
+/// shortfall, with the replicas that failed.
+pub(crate) fn quorum_met(
+    tally: &AckTally,
+    operation: Operation,
+    failures: Vec<ReplicaFailure>,
+) -> Result<(), CoordinatorError> {
+    match tally.shortfall() {
+        None => Ok(()),
+        Some(shortfall) => Err(quorum_unavailable(
+            operation,
+            shortfall.required,
+            shortfall.answered,
+            failures,
+        )),
     }
 }
 

@@ -15,7 +15,7 @@ use quorumkv_replica::VersionedObject;
 use quorumkv_ring::NodeId;
 use tokio::time::Instant;
 
-use super::{quorum_unavailable, timed_out_failure, unexpected, Coordinator, Quorum};
+use super::{quorum_met, timed_out_failure, unexpected, Coordinator, Quorum};
 use crate::error::{CoordinatorError, Operation, ReplicaFailure};
 use crate::message::{Request, Response};
 use crate::tally::{AckTally, Counts, Requirement};
@@ -103,14 +103,7 @@ impl Coordinator {
                 }
             }
         }
-        if let Some(shortfall) = tally.shortfall() {
-            return Err(quorum_unavailable(
-                operation,
-                shortfall.required,
-                shortfall.answered,
-                failures,
-            ));
-        }
+        quorum_met(&tally, operation, failures)?;
         if repair {
             let this = Arc::clone(self);
             let bucket = bucket.clone();

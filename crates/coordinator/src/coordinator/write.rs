@@ -35,7 +35,7 @@ use quorumkv_ring::NodeId;
 use tokio::time::Instant;
 
 use super::plan::{JointOwners, PlanInput, WritePlan};
-use super::{quorum_unavailable, timed_out_failure, unexpected, Coordinator, Quorum};
+use super::{quorum_met, quorum_unavailable, timed_out_failure, unexpected, Coordinator, Quorum};
 use crate::error::{CoordinatorError, InputError, Operation, ReplicaFailure};
 use crate::message::{RemoteErrorKind, Request, Response};
 use crate::placement::Placement;
@@ -138,14 +138,7 @@ impl Coordinator {
         if !pending.is_empty() {
             self.hint_failed_sends_in_background(pending, plan, bucket, key, &minted.object);
         }
-        if let Some(shortfall) = tally.shortfall() {
-            return Err(quorum_unavailable(
-                operation,
-                shortfall.required,
-                shortfall.answered,
-                failures,
-            ));
-        }
+        quorum_met(&tally, operation, failures)?;
         // What the writer saw and its own version, not the concurrent siblings it did not.
         if self.planted.get() == super::planted::ReplicaFault::WholeClockAnswers {
             return Ok(minted.object.clock().clone());
