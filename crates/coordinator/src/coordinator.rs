@@ -52,10 +52,12 @@ pub use self::api::{
     ClusterView, CoordinatorOptions, LiveValue, PropsUpdate, ReadOptions, ReadOutcome, WriteOptions,
 };
 use self::cluster::{load_meta, StoredMembers};
+pub use self::cluster::{PROBE_TIMEOUT, TICK};
 pub(crate) use self::fanout::Replies;
 pub(crate) use self::quorums::{
     quorum_met, quorum_unavailable, timed_out_failure, unexpected, Quorum,
 };
+pub use self::reaper::{reap_interval, REAP_BUDGET};
 use crate::error::{CoordinatorError, InputError, Operation, ReplicaFailure};
 use crate::membership::Membership;
 use crate::message::{RemoteErrorKind, Request, Response};

@@ -62,9 +62,10 @@ pub use coordinator::{
     cleanup::{CleanupReport, DEFAULT_CLEANUP_DELAY},
     handoff::HandoffStats,
     planted::ReplicaFault,
+    reap_interval,
     transfer::SETTLE,
     ClusterView, Coordinator, CoordinatorOptions, LiveValue, PropsUpdate, ReadOptions, ReadOutcome,
-    WriteOptions,
+    WriteOptions, PROBE_TIMEOUT, REAP_BUDGET, TICK,
 };
 pub use error::{CoordinatorError, InputError, Operation, ReplicaFailure};
 pub use gossip::{MemberRecord, MemberState, MemberTable};

@@ -9,15 +9,11 @@ use std::time::Duration;
 
 use anyhow::bail;
 use quorumkv_coordinator::detector::DetectorOptions;
-use quorumkv_coordinator::{CoordinatorOptions, NodeId, SyncPolicy, SETTLE};
+use quorumkv_coordinator::{CoordinatorOptions, NodeId, SyncPolicy, SETTLE, TICK};
 use quorumkv_replica::StoreOptions;
 
 use crate::cli::{ServeArgs, SyncArg};
 use crate::listener::ConnectionLimits;
-
-/// How often a node probes its peers and pulls their bucket properties; also the failure
-/// detector's shortest expected interval between probe replies.
-pub const TICK: Duration = Duration::from_millis(500);
 
 /// One node's configuration, checked.
 #[derive(Debug)]

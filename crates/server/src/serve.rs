@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use quorumkv_coordinator::Coordinator;
+use quorumkv_coordinator::coordinator::{handoff, transfer};
+use quorumkv_coordinator::{reap_interval, Coordinator, PROBE_TIMEOUT, REAP_BUDGET, TICK};
 use quorumkv_http_api::{router, AppState, BrowserGuard, Current, Edge, HttpTransport};
 use quorumkv_replica::Store;
 use tokio_rustls::TlsAcceptor;
@@ -30,23 +31,10 @@ use crate::cli::{LogFormat, ServeArgs};
 use crate::credentials::{
     context_key_of, own_context_key, reload_on_hangup, CredentialFiles, Live,
 };
-use crate::node_config::{NodeConfig, TICK};
+use crate::node_config::NodeConfig;
 
-/// How long a probe may take before the peer counts as down.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
-
-/// How often hints are replayed to owners that are back.
-const HANDOFF_INTERVAL: Duration = Duration::from_millis(1000);
-/// How often a transfer round runs (it returns at once when no membership change is under way).
-const TRANSFER_INTERVAL: Duration = Duration::from_millis(1000);
 /// How often the histograms' samples are folded into their buckets (see `start_background`).
 const METRICS_UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
-/// How many records one tombstone reaper round scans.
-const REAP_BUDGET: usize = 10_000;
-/// How many hints per owner one handoff round sends.
-const HANDOFF_BATCH: usize = 1000;
-/// How long a node that left the cluster may spend handing its hints over before it exits.
-const HAND_OVER_LIMIT: Duration = Duration::from_secs(30);
 
 /// Latency buckets (seconds) for every `*_seconds` histogram: sub-millisecond to seconds.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -178,7 +166,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if departing.has_left() {
         // Its hints may be acknowledgements of sloppy writes: they must not leave with it.
         // The failure detector still runs, so the owners that are up are known.
-        departing.hand_over_hints(HAND_OVER_LIMIT).await;
+        departing.hand_over_hints(handoff::HAND_OVER_LIMIT).await;
     }
     drop(departing);
     tracing::info!("draining done; stopping background work");
@@ -221,10 +209,10 @@ fn start_background(
     // A full batch means more are waiting: go on at once rather than a batch per
     // interval, so a returning node catches up at the speed it can take.
     let (c, stopping) = (Arc::clone(coordinator), background.stopping());
-    background.every(Every::finishing(HANDOFF_INTERVAL), move || {
+    background.every(Every::finishing(handoff::REPLAY_INTERVAL), move || {
         let (c, stopping) = (Arc::clone(&c), stopping.clone());
         async move {
-            while c.replay_hints(HANDOFF_BATCH).await.replayed >= HANDOFF_BATCH {
+            while c.replay_hints(handoff::REPLAY_BATCH).await.replayed >= handoff::REPLAY_BATCH {
                 if *stopping.borrow() {
                     return;
                 }
@@ -233,7 +221,7 @@ fn start_background(
     });
     // A task of its own: a transfer may take long, and must not delay liveness probes.
     let c = Arc::clone(coordinator);
-    background.every(Every::cut_at_stop(TRANSFER_INTERVAL), move || {
+    background.every(Every::cut_at_stop(transfer::ROUND_INTERVAL), move || {
         let c = Arc::clone(&c);
         async move {
             c.transfer_round().await;
@@ -277,12 +265,6 @@ async fn removed(coordinator: Arc<Coordinator>) {
             return;
         }
     }
-}
-
-/// A reaper round every half grace period, between half a second and a minute: often
-/// enough that a tombstone goes soon after its grace, rarely enough to cost nothing.
-fn reap_interval(grace: Duration) -> Duration {
-    (grace / 2).clamp(Duration::from_millis(500), Duration::from_secs(60))
 }
 
 /// Refuses an `--internode-source-ip` that is not an address of this host, at start: every

@@ -10,6 +10,12 @@ use quorumkv_ring::NodeId;
 
 use super::{Coordinator, META_MEMBERS};
 use crate::error::CoordinatorError;
+
+/// How often a node probes its peers and pulls their bucket properties; also the failure
+/// detector's shortest expected interval between probe replies.
+pub const TICK: Duration = Duration::from_millis(500);
+/// How long a probe may take before the peer counts as down.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(1000);
 use crate::gossip::MemberRecord;
 use crate::membership::{Bootstrap, KnownPeer};
 use crate::message::{Request, Response};

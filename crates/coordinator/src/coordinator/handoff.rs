@@ -29,6 +29,14 @@ use tokio::time::Instant;
 use super::Coordinator;
 use crate::message::{Request, Response};
 
+/// How often a node replays its hints to the owners that are back.
+pub const REPLAY_INTERVAL: Duration = Duration::from_millis(1000);
+/// How many hints per owner one replay round sends; a full batch means more are waiting,
+/// and the next round follows at once.
+pub const REPLAY_BATCH: usize = 1000;
+/// How long a node that left the cluster may spend handing its hints over before it
+/// exits.
+pub const HAND_OVER_LIMIT: Duration = Duration::from_secs(30);
 /// How many hints are in flight to one owner at once.
 const REPLAY_CONCURRENCY: usize = 16;
 /// How long one replayed hint may take.

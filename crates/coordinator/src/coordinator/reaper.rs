@@ -37,6 +37,15 @@ use super::Coordinator;
 use crate::message::{Request, Response};
 use crate::BucketName;
 
+/// How many records one reaper round scans.
+pub const REAP_BUDGET: usize = 10_000;
+
+/// A reaper round every half grace period, between half a second and a minute: often
+/// enough that a tombstone goes soon after its grace, rarely enough to cost nothing.
+pub fn reap_interval(grace: Duration) -> Duration {
+    (grace / 2).clamp(Duration::from_millis(500), Duration::from_secs(60))
+}
+
 /// How long verifying one tombstone with its owners may take.
 const VERIFY_TIMEOUT: Duration = Duration::from_secs(2);
 /// The most tombstones remembered between rounds (beyond it the memory restarts; reaping

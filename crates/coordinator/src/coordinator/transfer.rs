@@ -41,6 +41,10 @@ use crate::message::{Request, Response};
 /// reaching the ring a commit replaced for this long.
 pub const SETTLE: Duration = Duration::from_secs(5);
 
+/// How often a transfer round runs (it returns at once when no membership change is under
+/// way).
+pub const ROUND_INTERVAL: Duration = Duration::from_millis(1000);
+
 /// How long one exchange of a transfer may run before it is cut (and retried).
 const EXCHANGE_BUDGET: Duration = Duration::from_secs(60);
 
