@@ -787,69 +787,63 @@ fn credentials_and_the_cluster_secret_are_read_again_on_sighup() {
     );
     let http = reqwest::blocking::Client::new();
     let urls: Vec<String> = (0..3).map(|node| cluster.url(node)).collect();
-    let status = |node: usize, token: &str, method: reqwest::Method, path: &str| {
-        let mut request = http
-            .request(method.clone(), format!("{}{path}", urls[node]))
-            .header("authorization", format!("Bearer {token}"));
-        if method == reqwest::Method::PUT {
-            request = request.json(&serde_json::json!({"n": 3}));
-        }
+    // What a token gets at a node: on a data route (GET /v1/cluster), or on an admin route
+    // (PUT of a bucket's properties) when `admin`.
+    let status = |node: usize, token: &str, admin: bool| {
+        let request = if admin {
+            http.put(format!("{}/v1/buckets/hup/props", urls[node]))
+                .json(&serde_json::json!({"n": 3}))
+        } else {
+            http.get(format!("{}/v1/cluster", urls[node]))
+        };
+        let request = request.header("authorization", format!("Bearer {token}"));
         request.send().unwrap().status()
     };
-    let (get, put) = (reqwest::Method::GET, reqwest::Method::PUT);
-    for node in 0..3 {
-        assert_eq!(
-            status(node, OLD_CLIENT, get.clone(), "/v1/cluster"),
-            StatusCode::OK
-        );
-        assert_eq!(
-            status(node, OLD_ADMIN, put.clone(), "/v1/buckets/hup/props"),
-            StatusCode::OK
-        );
-        assert_eq!(
-            status(node, NEW_CLIENT, get.clone(), "/v1/cluster"),
-            StatusCode::UNAUTHORIZED
-        );
-    }
+    let expect = |nodes: &[usize], answers: &[(&str, bool, StatusCode)]| {
+        for &node in nodes {
+            for &(token, admin, answer) in answers {
+                assert_eq!(
+                    status(node, token, admin),
+                    answer,
+                    "node {node}, {token}, admin route: {admin}"
+                );
+            }
+        }
+    };
+    expect(
+        &[0, 1, 2],
+        &[
+            (OLD_CLIENT, false, StatusCode::OK),
+            (OLD_ADMIN, true, StatusCode::OK),
+            (NEW_CLIENT, false, StatusCode::UNAUTHORIZED),
+        ],
+    );
 
     std::fs::write(&tokens, format!("{TOKEN}\n{NEW_CLIENT}\n")).unwrap();
     std::fs::write(&admins, format!("{NEW_ADMIN}\n")).unwrap();
     for node in 0..3 {
         assert_eq!(cluster.reload_credentials(node), "applied");
     }
-    for node in 0..3 {
-        assert_eq!(
-            status(node, NEW_CLIENT, get.clone(), "/v1/cluster"),
-            StatusCode::OK
-        );
-        assert_eq!(
-            status(node, OLD_CLIENT, get.clone(), "/v1/cluster"),
-            StatusCode::UNAUTHORIZED
-        );
-        assert_eq!(
-            status(node, NEW_ADMIN, put.clone(), "/v1/buckets/hup/props"),
-            StatusCode::OK
-        );
-        assert_eq!(
-            status(node, OLD_ADMIN, put.clone(), "/v1/buckets/hup/props"),
-            StatusCode::UNAUTHORIZED
-        );
-        assert_eq!(
-            status(node, NEW_CLIENT, put.clone(), "/v1/buckets/hup/props"),
-            StatusCode::FORBIDDEN
-        );
-    }
+    expect(
+        &[0, 1, 2],
+        &[
+            (NEW_CLIENT, false, StatusCode::OK),
+            (OLD_CLIENT, false, StatusCode::UNAUTHORIZED),
+            (NEW_ADMIN, true, StatusCode::OK),
+            (OLD_ADMIN, true, StatusCode::UNAUTHORIZED),
+            (NEW_CLIENT, true, StatusCode::FORBIDDEN),
+        ],
+    );
 
     // A file the start-up checks refuse: the node keeps what it had.
     std::fs::write(&tokens, "replace-me\n").unwrap();
     assert_eq!(cluster.reload_credentials(0), "refused");
-    assert_eq!(
-        status(0, NEW_CLIENT, get.clone(), "/v1/cluster"),
-        StatusCode::OK
-    );
-    assert_eq!(
-        status(0, OLD_CLIENT, get.clone(), "/v1/cluster"),
-        StatusCode::UNAUTHORIZED
+    expect(
+        &[0],
+        &[
+            (NEW_CLIENT, false, StatusCode::OK),
+            (OLD_CLIENT, false, StatusCode::UNAUTHORIZED),
+        ],
     );
     std::fs::write(&tokens, format!("{TOKEN}\n{NEW_CLIENT}\n")).unwrap();
     assert_eq!(cluster.reload_credentials(0), "applied");

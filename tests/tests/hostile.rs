@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use quorumkv_tests::raw::{exchange, request, RawConnection, RawOutcome};
+use quorumkv_tests::raw::{exchange, request, RawConnection, RawOutcome, RawResponse};
 use quorumkv_tests::{context_of, Cluster};
 use reqwest::StatusCode;
 
@@ -277,6 +277,18 @@ fn describe(outcome: &RawOutcome) -> String {
 }
 
 /// The node still serves, and `v`/`k` still holds exactly its value on every replica.
+/// Asks for `/v1/health` on a kept-alive `connection`: the answer, or `None` when the
+/// send fails or nothing comes within 2 s.
+fn health_answer(connection: &mut RawConnection) -> Option<RawResponse> {
+    connection
+        .send(b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    connection
+        .read_response(Duration::from_secs(2))
+        .response()
+        .cloned()
+}
+
 fn assert_healthy_and_unchanged(cluster: &Cluster, nodes: usize, value: &[u8]) {
     for i in 0..nodes {
         let health = cluster
@@ -523,16 +535,6 @@ fn clients_together_cannot_take_the_connections_kept_for_peers() {
         ],
     );
     let addr = cluster.nodes[0].addr.clone();
-    let health = b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n";
-    let answer = |connection: &mut RawConnection| {
-        if connection.send(health).is_err() {
-            return None;
-        }
-        connection
-            .read_response(Duration::from_secs(2))
-            .response()
-            .cloned()
-    };
     let mut held = Vec::new();
     let mut refused = 0;
     for source in [[127, 0, 0, 2], [127, 0, 0, 4]] {
@@ -540,7 +542,7 @@ fn clients_together_cannot_take_the_connections_kept_for_peers() {
             let Ok(mut connection) = RawConnection::open_from(source.into(), &addr) else {
                 continue;
             };
-            match answer(&mut connection) {
+            match health_answer(&mut connection) {
                 Some(response) if response.status == 200 => held.push(connection),
                 Some(response) if response.status == 503 => refused += 1,
                 other => panic!("neither served nor refused: {other:?}"),
@@ -555,7 +557,7 @@ fn clients_together_cannot_take_the_connections_kept_for_peers() {
     assert!(held.len() >= 48, "{} held", held.len());
 
     let mut other = RawConnection::open_from([127, 0, 0, 3].into(), &addr).unwrap();
-    let response = answer(&mut other).expect("an answer, not a wait");
+    let response = health_answer(&mut other).expect("an answer, not a wait");
     assert_eq!(response.status, 503);
     assert_eq!(response.error_code().as_deref(), Some("overloaded"));
     assert!(other.is_closed_within(Duration::from_secs(2)));
@@ -629,13 +631,8 @@ fn one_client_address_cannot_take_every_connection() {
         ],
     );
     let addr = cluster.nodes[0].addr.clone();
-    let health = b"GET /v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n";
     let served = |connection: &mut RawConnection| {
-        connection.send(health).is_ok()
-            && matches!(
-                connection.read_response(Duration::from_secs(2)),
-                RawOutcome::Response(ref r) if r.status == 200
-            )
+        health_answer(connection).is_some_and(|response| response.status == 200)
     };
     let greedy: std::net::IpAddr = [127, 0, 0, 2].into();
     let mut held = Vec::new();
